@@ -1,0 +1,108 @@
+"""chat-service's command handler: commands in, stored rows and published events out.
+
+The stream mechanics (leases, pending take-over, XACK after commit, dead letters) live in
+``justchat.streams``; this module only says what each command does. Consecutive sends are
+stored in one transaction, then published in seq order. A replayed batch finds its rows already
+stored and publishes the same messages with the same seq again, which gateways drop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from chat_service import frames
+from chat_service.store import ChatStore, StoredMessage
+from justchat import events, wire
+from justchat.events import ChatCommand, Direct, GuestCmd, JoinCmd, Origin, SendCmd
+from justchat.keys import Keys
+from justchat.metrics import Registry
+from justchat.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_RESUME: Final = 1000
+
+
+class CommandProcessor:
+    def __init__(
+        self, store: ChatStore, redis: aioredis.Redis, keys: Keys, settings: Settings,
+        registry: Registry,
+    ) -> None:
+        self.store, self.redis, self.keys, self.settings = store, redis, keys, settings
+        self.stored = registry.counter("messages_stored", "messages written to PostgreSQL")
+        self.published = registry.counter("messages_published", "messages published to channels")
+
+    async def handle(self, commands: list[ChatCommand]) -> None:
+        sends: list[SendCmd] = []
+        for command in commands:
+            if isinstance(command, SendCmd):
+                sends.append(command)
+                continue
+            if sends:
+                await self.send(sends)
+                sends = []
+            match command:
+                case JoinCmd():
+                    await self.join(command)
+                case GuestCmd():
+                    await self.store.create_guest(command.username)
+        if sends:
+            await self.send(sends)
+
+    async def fail(self, command: ChatCommand, error: Exception) -> None:
+        match command:
+            case SendCmd(origin=origin):
+                await self.direct(origin, [wire.error_frame(wire.ERR_SEND_FAILED)])
+            case JoinCmd(origin=origin, request_id=request_id):
+                await self.direct(origin, [wire.error_frame(wire.ERR_JOIN_FAILED)],
+                                  request_id=request_id, ok=False)
+
+    async def send(self, sends: list[SendCmd]) -> None:
+        stored = await self.store.store_messages(sends)
+        self.stored.inc(sum(1 for m in stored if not m.replayed))
+        await self.publish(stored)
+        # A repeated client_msg_id is answered with the original message, to the sender alone.
+        for cmd, msg in zip(sends, stored, strict=True):
+            if msg.replayed and str(msg.id) != cmd.msg_id:
+                await self.direct(cmd.origin, [frames.message_frame(msg)])
+
+    async def publish(self, messages: list[StoredMessage]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for m in messages:
+                frame = frames.message_frame(m)
+                if self.settings.recent_window:
+                    pipe.xadd(self.keys.channel_recent(m.channel_id),
+                              {"seq": m.seq, "frame": frame},
+                              maxlen=self.settings.recent_window, approximate=True)
+                pipe.publish(self.keys.channel_topic(m.channel_id),
+                             events.encode(events.ChannelEvent(seq=m.seq, frame=frame)))
+            await pipe.execute()
+        self.published.inc(len(messages))
+
+    async def join(self, cmd: JoinCmd) -> None:
+        await self.store.ensure_channel(cmd.channel_id)
+        await self.redis.sadd(self.keys.channels, cmd.channel_id)
+        if cmd.since_seq is None:
+            history, last_seq = await self.store.last_messages(
+                cmd.channel_id, self.settings.history_limit
+            )
+            out = [frames.message_frame(m) for m in history]
+        else:
+            history, last_seq = await self.store.messages_after(
+                cmd.channel_id, cmd.since_seq, MAX_RESUME
+            )
+            recovered = last_seq - cmd.since_seq <= MAX_RESUME
+            out = [frames.message_frame(m) for m in history] if recovered else []
+            out.append(frames.resumed_frame(cmd.channel_id, recovered, last_seq))
+        await self.direct(cmd.origin, out, request_id=cmd.request_id, last_seq=last_seq)
+
+    async def direct(
+        self, origin: Origin, out: list[bytes], *, request_id: str | None = None,
+        ok: bool = True, last_seq: int = 0,
+    ) -> None:
+        event = Direct(conn=origin.conn, frames=out, request_id=request_id, ok=ok,
+                       last_seq=last_seq)
+        await self.redis.publish(self.keys.gateway_inbox(origin.gateway), events.encode(event))

@@ -1,0 +1,30 @@
+"""Encoded wire frames that chat-service publishes."""
+
+from __future__ import annotations
+
+from msgspec import UNSET
+
+from chat_service.store import StoredMessage
+from justchat import wire
+
+
+def message_frame(m: StoredMessage) -> bytes:
+    """A stored message as ``chat_send``: its id and timestamp are the message's, forever."""
+    payload = wire.ChatSendOut(
+        channel_id=m.channel_id,
+        sender=wire.UserFrom(username=m.sender_username, is_guest=m.sender_is_guest),
+        content=m.content,
+        seq=m.seq,
+        client_msg_id=UNSET if m.client_msg_id is None else m.client_msg_id,
+    )
+    return wire.encode_frame(
+        wire.ChatSendFrame(timestamp=wire.utc_timestamp(m.created_at), id=str(m.id),
+                           payload=payload)
+    )
+
+
+def resumed_frame(channel_id: int, recovered: bool, last_seq: int) -> bytes:
+    payload = wire.ResumedOut(channel_id=channel_id, recovered=recovered, last_seq=last_seq)
+    return wire.encode_frame(
+        wire.ResumedFrame(timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload)
+    )

@@ -1,0 +1,256 @@
+"""The ``/ws`` endpoint: handshake, then one frame at a time through ``dispatch``.
+
+The gateway never touches PostgreSQL: tokens are checked locally, guests are numbered from a
+Redis counter, and everything else becomes a command on a Redis stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from msgspec import Struct
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gateway.connection import Connection
+from gateway.hub import Hub
+from gateway.session import Session
+from justchat import auth, events, wire
+from justchat.errors import AuthError, ProtocolError
+from justchat.events import Command, Origin
+from justchat.keys import Keys, partition_of
+from justchat.metrics import Registry
+from justchat.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S: Final = 10.0
+GUEST_WAIT_S: Final = 5.0
+STREAM_MAXLEN: Final = 1_000_000  # a safety cap: consumers normally keep streams near empty
+
+# INCR only once chat-service has seeded the counter from PostgreSQL: a Redis that lost its data
+# must not hand out a guest name that is already stored.
+_NEXT_GUEST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('INCR', KEYS[1])
+"""
+
+
+class Unavailable(Exception):
+    """Redis could not take a command."""
+
+
+class Gateway:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, hub: Hub, registry: Registry,
+                 gateway_id: str) -> None:
+        self.settings, self.redis, self.hub, self.gateway_id = settings, redis, hub, gateway_id
+        self.keys = Keys(settings.redis_prefix)
+        self._next_guest = redis.register_script(_NEXT_GUEST)
+        self.frames_in = registry.counter("gateway_frames_received", "client frames received")
+        self.errors_out = registry.counter("gateway_errors_sent", "error frames sent to clients")
+
+    # -- handshake -------------------------------------------------------------------------
+
+    async def handle(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            session = await asyncio.wait_for(self._handshake(websocket),
+                                             self.settings.handshake_timeout_s)
+        except TimeoutError:
+            await _close(websocket, 1000, "Handshake timed out")
+            return
+        except WebSocketDisconnect:
+            return
+        if session is None:
+            return
+        conn = Connection(websocket, session, self.settings.send_queue_frames)
+        self.hub.connections[conn.conn_id] = conn
+        user = session.user
+        conn.send(wire.encode_frame(wire.HelloFrame(
+            timestamp=wire.utc_timestamp(), id=wire.new_id(),
+            payload=wire.HelloOut(token=None, user=user))))
+        log.debug("connection %s is %s", conn.conn_id, session.username)
+        try:
+            await self._serve(websocket, conn)
+        finally:
+            await self._disconnect(conn)
+
+    async def _handshake(self, websocket: WebSocket) -> Session | None:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        try:
+            frame = wire.decode_client(_text_of(message))
+            if frame.type != "hello" or not isinstance(frame.payload, wire.HelloIn):
+                raise ProtocolError(wire.ERR_INVALID_HELLO)
+        except ProtocolError:
+            await websocket.send_text(wire.error_frame(wire.ERR_INVALID_HELLO).decode())
+            await _close(websocket, 1000, wire.ERR_INVALID_HELLO)
+            return None
+        conn_id = uuid.uuid4().hex
+        token = frame.payload.token
+        if token is not None:
+            try:
+                claims = auth.verify_token(token, self.settings.jwt_secret)
+            except AuthError as exc:
+                await _close(websocket, 1000, f"Authentication failed: {exc}")
+                return None
+            return Session(conn_id=conn_id, user_id=claims.user_id, username=claims.username,
+                           is_guest=False, role=claims.role)
+        try:
+            username = await self._new_guest_name()
+        except (RedisError, OSError, Unavailable):
+            await websocket.send_text(wire.error_frame(wire.ERR_UNAVAILABLE).decode())
+            await _close(websocket, 1011, wire.ERR_UNAVAILABLE)
+            return None
+        return Session(conn_id=conn_id, user_id=None, username=username, is_guest=True,
+                       role="guest")
+
+    async def _new_guest_name(self) -> str:
+        deadline = time.monotonic() + GUEST_WAIT_S
+        while (number := await self._next_guest(keys=[self.keys.guest_seq])) is None:
+            if time.monotonic() > deadline:
+                raise Unavailable("guest counter not seeded")
+            await asyncio.sleep(0.1)
+        username = f"Guest{number}"
+        await self._command(partition_of(int(number), self.settings.partitions),
+                            events.GuestCmd(username=username))
+        return username
+
+    # -- frames ----------------------------------------------------------------------------
+
+    async def _serve(self, websocket: WebSocket, conn: Connection) -> None:
+        while conn.closing is None:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            self.frames_in.inc()
+            try:
+                frame = wire.decode_client(_text_of(message))
+                await self.dispatch(conn, frame)
+            except ProtocolError as exc:
+                self._error(conn, exc.detail)
+            except (RedisError, OSError, Unavailable) as exc:
+                log.warning("redis unavailable for %s: %r", conn.conn_id, exc)
+                self._error(conn, wire.ERR_UNAVAILABLE)
+            except Exception:
+                log.exception("unexpected error handling a frame from %s", conn.conn_id)
+                self._error(conn, wire.ERR_UNEXPECTED)
+
+    async def dispatch(self, conn: Connection, frame: wire.ClientFrame) -> None:
+        session = conn.session
+        match frame.payload:
+            case wire.JoinIn(channel_id=channel_id, since_seq=since_seq):
+                await self._join(conn, channel_id, since_seq)
+            case wire.ChannelIn(channel_id=channel_id) if frame.type == "channel_leave":
+                await self._check_member(session, channel_id)
+                await self._leave(conn, channel_id)
+            case wire.ChannelIn(channel_id=channel_id) if frame.type == "chat_typing":
+                await self._check_member(session, channel_id)
+                await self._presence(events.PresenceTyping(channel_id=channel_id,
+                                                           user=session.user))
+            case wire.ChatSendIn(channel_id=channel_id, content=content):
+                await self._check_member(session, channel_id)
+                if len(content) > self.settings.max_message_chars:
+                    raise ProtocolError(wire.ERR_TOO_LONG)
+                await self._command(partition_of(channel_id, self.settings.partitions),
+                                    events.SendCmd(
+                    msg_id=str(uuid.uuid4()), channel_id=channel_id, actor=session.actor,
+                    origin=self._origin(conn), content=content,
+                    client_msg_id=frame.payload.client_msg_id))
+            case wire.HelloIn():
+                raise ProtocolError(wire.ERR_INVALID_FORMAT)
+            case _:
+                # Reactions, moderation and paging are not served by this gateway yet.
+                raise ProtocolError(wire.ERR_UNEXPECTED)
+
+    async def _check_member(self, session: Session, channel_id: int) -> None:
+        if session.is_member(channel_id):
+            return
+        if not await self.redis.sismember(self.keys.channels, str(channel_id)):
+            raise ProtocolError(wire.ERR_NO_CHANNEL)
+        raise ProtocolError(wire.ERR_NOT_MEMBER)
+
+    async def _join(self, conn: Connection, channel_id: int, since_seq: int | None) -> None:
+        session = conn.session
+        session.begin_join(channel_id)
+        request_id = uuid.uuid4().hex
+        reply = self.hub.expect_reply(request_id)
+        try:
+            await self.hub.add_member(channel_id, conn)
+            await self._command(partition_of(channel_id, self.settings.partitions),
+                                events.JoinCmd(channel_id=channel_id, actor=session.actor,
+                                               origin=self._origin(conn), request_id=request_id,
+                                               since_seq=since_seq))
+            direct = await asyncio.wait_for(reply, JOIN_TIMEOUT_S)
+        except (TimeoutError, RedisError, OSError, Unavailable) as exc:
+            log.warning("join of %s to %s failed: %r", conn.conn_id, channel_id, exc)
+            self.hub.replies.pop(request_id, None)
+            await self._forget(conn, channel_id)
+            raise ProtocolError(wire.ERR_JOIN_FAILED) from exc
+        if not direct.ok:
+            await self._forget(conn, channel_id)
+            conn.send_frames(direct.frames)
+            return
+        conn.send_frames(direct.frames)
+        conn.send_frames(session.finish_join(channel_id, direct.last_seq))
+        await self._presence(events.PresenceJoin(channel_id=channel_id, origin=self._origin(conn),
+                                                 user=session.user))
+
+    async def _leave(self, conn: Connection, channel_id: int) -> None:
+        await self._forget(conn, channel_id)
+        await self._presence(events.PresenceLeave(channel_id=channel_id,
+                                                  origin=self._origin(conn)))
+
+    async def _forget(self, conn: Connection, channel_id: int) -> None:
+        conn.session.leave(channel_id)
+        await self.hub.remove_member(channel_id, conn)
+
+    async def _disconnect(self, conn: Connection) -> None:
+        self.hub.connections.pop(conn.conn_id, None)
+        for channel_id in list(conn.session.channels):
+            try:
+                await self._leave(conn, channel_id)
+            except (RedisError, OSError, Unavailable) as exc:
+                # The heartbeat-less expiry in presence-service removes it later.
+                log.warning("leave of %s from %s not recorded: %r", conn.conn_id, channel_id, exc)
+        await conn.drain()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _origin(self, conn: Connection) -> Origin:
+        return Origin(gateway=self.gateway_id, conn=conn.conn_id)
+
+    def _error(self, conn: Connection, detail: str) -> None:
+        self.errors_out.inc()
+        conn.send(wire.error_frame(detail))
+
+    async def _command(self, partition: int, command: Command) -> None:
+        await self._xadd(self.keys.cmd_stream(partition), command)
+
+    async def _presence(self, command: events.AnyPresenceCmd) -> None:
+        partition = partition_of(command.channel_id, self.settings.partitions)
+        await self._xadd(self.keys.presence_stream(partition), command)
+
+    async def _xadd(self, stream: str, command: Struct) -> None:
+        await self.redis.xadd(stream, {"c": events.encode(command)}, maxlen=STREAM_MAXLEN,
+                              approximate=True)
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    text = message.get("text")
+    if text is None:  # a binary frame
+        raise ProtocolError(wire.ERR_INVALID_FORMAT)
+    return str(text)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state != WebSocketState.DISCONNECTED:
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await websocket.close(code, reason)

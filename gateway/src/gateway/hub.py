@@ -1,0 +1,164 @@
+"""Fan-out: one Redis pub/sub connection per gateway process, shared by all its connections.
+
+The hub subscribes to a channel's topic while at least one local connection is in the channel
+(reference-counted) and to this gateway's own inbox. One reader task decodes each event once and
+hands the same encoded frame to every local member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from typing import Any, Final, Protocol
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from justchat import events
+from justchat.events import Direct
+from justchat.keys import Keys
+from justchat.metrics import Registry
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBE_TIMEOUT_S: Final = 5.0
+
+
+class Member(Protocol):
+    """What the hub needs of a connection."""
+
+    conn_id: str
+
+    def deliver(self, channel_id: int, seq: int, frame: bytes) -> None: ...
+    def send_frames(self, frames: list[bytes]) -> None: ...
+
+
+class Hub:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, gateway_id: str,
+                 registry: Registry) -> None:
+        self.redis, self.keys, self.gateway_id = redis, keys, gateway_id
+        self.inbox = keys.gateway_inbox(gateway_id)
+        self.pubsub = redis.pubsub()
+        self.members: dict[int, dict[str, Member]] = {}
+        self.connections: dict[str, Member] = {}
+        self.replies: dict[str, asyncio.Future[Direct]] = {}
+        self._confirmations: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._topic_locks: dict[int, asyncio.Lock] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.events_in = registry.counter("gateway_events_received", "pub/sub events received")
+        self.frames_out = registry.counter("gateway_frames_fanned_out", "frames handed to members")
+
+    async def start(self) -> None:
+        # The reader must run before any subscription can be confirmed.
+        self._reader = asyncio.create_task(self.run(), name="hub-reader")
+        await self._subscribe(self.inbox)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, OSError):
+            await self.pubsub.aclose()
+
+    # -- membership --------------------------------------------------------------------------
+
+    async def add_member(self, channel_id: int, member: Member) -> None:
+        """Add a member; returns once this gateway surely receives the channel's events."""
+        async with self._lock(channel_id):
+            local = self.members.get(channel_id)
+            if local is None:
+                await self._subscribe(self.keys.channel_topic(channel_id))
+                local = self.members[channel_id] = {}
+            local[member.conn_id] = member
+
+    async def remove_member(self, channel_id: int, member: Member) -> None:
+        async with self._lock(channel_id):
+            local = self.members.get(channel_id)
+            if local is None or local.pop(member.conn_id, None) is None or local:
+                return
+            del self.members[channel_id]
+            with contextlib.suppress(RedisError, OSError):
+                await self.pubsub.unsubscribe(self.keys.channel_topic(channel_id))
+
+    def _lock(self, channel_id: int) -> asyncio.Lock:
+        lock = self._topic_locks.get(channel_id)
+        if lock is None:
+            lock = self._topic_locks[channel_id] = asyncio.Lock()
+        return lock
+
+    async def _subscribe(self, topic: str) -> None:
+        # Confirmations arrive in the order subscriptions were sent, so a FIFO per topic tells
+        # exactly which SUBSCRIBE a confirmation answers.
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations.setdefault(topic, collections.deque()).append(confirmed)
+        await self.pubsub.subscribe(topic)
+        await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT_S)
+
+    def expect_reply(self, request_id: str) -> asyncio.Future[Direct]:
+        future: asyncio.Future[Direct] = asyncio.get_running_loop().create_future()
+        self.replies[request_id] = future
+        return future
+
+    # -- the reader ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read pub/sub until cancelled; reconnects (and resubscribes) after Redis errors."""
+        backoff = 0.1
+        while True:
+            if not self.pubsub.subscribed:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                message = await self.pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("pub/sub read failed: %r; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        topic = message["channel"].decode()
+        if kind == "subscribe":
+            waiting = self._confirmations.get(topic)
+            if waiting:
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_result(None)
+            return
+        if kind != "message":
+            return
+        self.events_in.inc()
+        try:
+            if topic == self.inbox:
+                self._direct(events.direct_decoder.decode(message["data"]))
+                return
+            channel_id = self.keys.channel_of_topic(topic)
+            if channel_id is None:
+                return
+            event = events.channel_event_decoder.decode(message["data"])
+        except msgspec.DecodeError:
+            log.exception("undecodable event on %s", topic)
+            return
+        local = self.members.get(channel_id)
+        if local:
+            for member in list(local.values()):
+                member.deliver(channel_id, event.seq, event.frame)
+            self.frames_out.inc(len(local))
+
+    def _direct(self, event: Direct) -> None:
+        if event.request_id is not None:
+            future = self.replies.pop(event.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(event)
+            return
+        member = self.connections.get(event.conn)
+        if member is not None:
+            member.send_frames(event.frames)

@@ -1,0 +1,131 @@
+"""Presence state in Redis: which connections are in which channel, updated atomically.
+
+A channel's connections are a hash ``{ch:N}:conns``: field ``gateway|conn``, value
+``first_seen_ms|is_guest|username``. A user is a member while any of its connections is in the
+hash, so several tabs or gateways show it once. Each gateway's connections are also indexed in
+``gw:{id}:conns`` so a dead gateway's can be found and removed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis.asyncio as aioredis
+from msgspec import Struct
+
+from justchat.events import Origin
+from justchat.keys import Keys
+from justchat.wire import UserFrom
+
+_JOIN = """
+local function user_of(v) return string.match(v, '^%d+|[01]|(.*)$') end
+local present = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    if user_of(v) == ARGV[3] then present = 1; break end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], redis.call('HLEN', KEYS[1]), ARGV[5])
+local out = {present}
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do table.insert(out, v) end
+return out
+"""
+
+_LEAVE = """
+redis.call('SREM', KEYS[2], ARGV[2])
+local gone = redis.call('HGET', KEYS[1], ARGV[1])
+if not gone then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local n = redis.call('HLEN', KEYS[1])
+if n == 0 then redis.call('ZREM', KEYS[3], ARGV[3]) else redis.call('ZADD', KEYS[3], n, ARGV[3]) end
+local out = {gone}
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do table.insert(out, v) end
+return out
+"""
+
+
+class Member(Struct, frozen=True):
+    first_seen_ms: int
+    user: UserFrom
+
+
+def parse(value: bytes) -> Member:
+    seen, guest, username = value.decode().split("|", 2)
+    return Member(int(seen), UserFrom(username=username, is_guest=guest == "1"))
+
+
+def member_list(values: list[bytes]) -> list[UserFrom]:
+    """Each user once, in the order they first joined."""
+    first: dict[str, Member] = {}
+    for member in map(parse, values):
+        known = first.get(member.user.username)
+        if known is None or member.first_seen_ms < known.first_seen_ms:
+            first[member.user.username] = member
+    return [m.user for m in sorted(first.values(), key=lambda m: m.first_seen_ms)]
+
+
+class JoinResult(Struct, frozen=True):
+    already_present: bool  # the user had another connection in the channel
+    members: list[UserFrom]
+
+
+class LeaveResult(Struct, frozen=True):
+    user: UserFrom
+    still_present: bool  # the user has another connection in the channel
+    members: list[UserFrom]
+
+
+class PresenceStore:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis, self.keys = redis, keys
+        self._join = redis.register_script(_JOIN)
+        self._leave = redis.register_script(_LEAVE)
+
+    async def join(self, channel_id: int, origin: Origin, user: UserFrom) -> JoinResult:
+        value = f"{int(time.time() * 1000)}|{int(user.is_guest)}|{user.username}"
+        reply = await self._join(
+            keys=[self.keys.channel_conns(channel_id), self.keys.gateway_conns(origin.gateway),
+                  self.keys.active_channels],
+            args=[_field(origin), value, user.username, f"{channel_id}|{origin.conn}",
+                  channel_id],
+        )
+        return JoinResult(already_present=bool(reply[0]), members=member_list(reply[1:]))
+
+    async def leave(self, channel_id: int, origin: Origin) -> LeaveResult | None:
+        """Remove one connection; None if it was not there (already left or expired)."""
+        reply = await self._leave(
+            keys=[self.keys.channel_conns(channel_id), self.keys.gateway_conns(origin.gateway),
+                  self.keys.active_channels],
+            args=[_field(origin), f"{channel_id}|{origin.conn}", channel_id],
+        )
+        if not reply:
+            return None
+        gone = parse(reply[0]).user
+        rest = reply[1:]
+        return LeaveResult(user=gone,
+                           still_present=any(parse(v).user.username == gone.username for v in rest),
+                           members=member_list(rest))
+
+    async def dead_gateways(self) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        return [g.decode() for g in await self.redis.zrangebyscore(self.keys.gateways, "-inf",
+                                                                   now_ms)]
+
+    async def gateway_connections(self, gateway: str) -> list[tuple[int, str]]:
+        """(channel, conn) pairs a gateway still has in presence."""
+        pairs = []
+        for item in await self.redis.smembers(self.keys.gateway_conns(gateway)):
+            channel, conn = item.decode().split("|", 1)
+            pairs.append((int(channel), conn))
+        return pairs
+
+    async def forget_gateway(self, gateway: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.gateway_conns(gateway))
+            pipe.zrem(self.keys.gateways, gateway)
+            pipe.hdel(self.keys.gateway_urls, gateway)
+            await pipe.execute()
+
+
+def _field(origin: Origin) -> str:
+    return f"{origin.gateway}|{origin.conn}"

@@ -1,0 +1,132 @@
+"""Service <-> service payloads on Redis streams and pub/sub (msgpack): pure data, no I/O.
+
+Streams carry commands (gateway -> chat-service, gateway -> presence-service). Pub/sub carries
+``ChannelEvent`` (to every gateway with members in a channel) and ``Direct`` (to one gateway,
+for one connection). Frames inside events are already-encoded wire frames: a gateway writes the
+same bytes to every recipient and never re-encodes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+from msgspec import Struct
+
+from justchat.wire import UserFrom
+
+
+class Actor(Struct, frozen=True, kw_only=True, array_like=True):
+    """Who sent a command, as the gateway authenticated it."""
+
+    user_id: int | None  # None for guests: chat-service resolves them by username
+    username: str
+    is_guest: bool
+    role: str
+
+    def user_from(self) -> UserFrom:
+        return UserFrom(username=self.username, is_guest=self.is_guest)
+
+
+class Origin(Struct, frozen=True, kw_only=True, array_like=True):
+    """The connection a command came from, for replies addressed to it alone."""
+
+    gateway: str
+    conn: str
+
+
+# -- chat-service commands (stream cmd:{p}) --------------------------------------------------
+
+
+class Command(Struct, frozen=True, kw_only=True, tag_field="k"):
+    pass
+
+
+class SendCmd(Command, frozen=True, kw_only=True, tag="send"):
+    msg_id: str  # chosen by the gateway: replays of this command store one row
+    channel_id: int
+    actor: Actor
+    origin: Origin
+    content: str
+    client_msg_id: str | None = None
+
+
+class JoinCmd(Command, frozen=True, kw_only=True, tag="join"):
+    channel_id: int
+    actor: Actor
+    origin: Origin
+    request_id: str
+    since_seq: int | None = None
+
+
+class GuestCmd(Command, frozen=True, kw_only=True, tag="guest"):
+    """Store a guest the gateway named, so that it appears in the dashboard."""
+
+    username: str
+
+
+ChatCommand = SendCmd | JoinCmd | GuestCmd
+
+# -- presence-service commands (stream presence) ---------------------------------------------
+
+
+class PresenceCmd(Struct, frozen=True, kw_only=True, tag_field="k"):
+    pass
+
+
+class PresenceJoin(PresenceCmd, frozen=True, kw_only=True, tag="join"):
+    channel_id: int
+    origin: Origin
+    user: UserFrom
+
+
+class PresenceLeave(PresenceCmd, frozen=True, kw_only=True, tag="leave"):
+    channel_id: int
+    origin: Origin
+
+
+class PresenceTyping(PresenceCmd, frozen=True, kw_only=True, tag="typing"):
+    channel_id: int
+    user: UserFrom
+
+
+AnyPresenceCmd = PresenceJoin | PresenceLeave | PresenceTyping
+
+# -- pub/sub ---------------------------------------------------------------------------------
+
+
+class ChannelEvent(Struct, frozen=True, kw_only=True, array_like=True):
+    """One frame for every member of a channel.
+
+    ``seq`` is the message's per-channel sequence number, 0 for unsequenced frames (typing,
+    members, join, leave). Gateways drop a sequenced frame whose seq is not above the last one
+    they delivered on that channel, which makes republishing after a crash harmless.
+    """
+
+    seq: int
+    frame: bytes
+
+
+class Direct(Struct, frozen=True, kw_only=True, array_like=True):
+    """Frames for one connection on one gateway.
+
+    ``request_id`` answers a ``JoinCmd``: ``ok`` says whether the join succeeded and
+    ``last_seq`` is the channel's seq up to which ``frames`` (the history) reach.
+    """
+
+    conn: str
+    frames: list[bytes]
+    request_id: str | None = None
+    ok: bool = True
+    last_seq: int = 0
+
+
+_encoder: Final = msgspec.msgpack.Encoder()
+chat_command_decoder: Final = msgspec.msgpack.Decoder(ChatCommand)
+presence_command_decoder: Final = msgspec.msgpack.Decoder(AnyPresenceCmd)
+channel_event_decoder: Final = msgspec.msgpack.Decoder(ChannelEvent)
+direct_decoder: Final = msgspec.msgpack.Decoder(Direct)
+
+
+def encode(event: Struct) -> bytes:
+    return _encoder.encode(event)

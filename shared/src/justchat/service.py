@@ -1,0 +1,71 @@
+"""What every service process shares: Redis clients, health and metrics routes, running uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from justchat import logs
+from justchat.errors import ConfigError
+from justchat.metrics import Registry
+from justchat.settings import Settings, from_env
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """A pooled client with timeouts on every wait (never hang on a dead server)."""
+    return aioredis.Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15,
+        retry_on_timeout=False,
+    )
+
+
+def ops_routes(registry: Registry, check: HealthCheck) -> list[Route]:
+    """``/health`` (200 when ready, 503 with the reason otherwise) and ``/metrics``."""
+
+    async def health(_: Request) -> Response:
+        try:
+            detail = await asyncio.wait_for(check(), timeout=5)
+        except Exception as exc:  # every failure is an unhealthy answer, never a crash
+            return JSONResponse({"status": "unavailable", "error": repr(exc)}, status_code=503)
+        return JSONResponse({"status": "ok", **detail})
+
+    async def metrics(_: Request) -> Response:
+        return PlainTextResponse(registry.render(), media_type="text/plain; version=0.0.4")
+
+    return [Route("/health", health), Route("/metrics", metrics)]
+
+
+def main(service: str, build: Callable[[Settings], Any], **uvicorn_options: Any) -> None:
+    """Settings from the environment, logging, then serve ``build(settings)`` until SIGTERM."""
+    try:
+        settings = from_env()
+    except ConfigError as exc:
+        sys.stderr.write(f"{service}: configuration error: {exc}\n")
+        raise SystemExit(2) from exc
+    logs.setup(service, fmt=settings.log_format, level=settings.log_level)
+    config = uvicorn.Config(
+        build(settings), host=settings.host, port=settings.port, log_config=None,
+        lifespan="on", timeout_graceful_shutdown=10, ws_max_size=settings.max_frame_bytes,
+        **uvicorn_options,
+    )
+    server = uvicorn.Server(config)
+    log.info("%s starting on %s:%s", service, settings.host, settings.port)
+    # uvicorn installs its own SIGINT/SIGTERM handlers that begin a graceful shutdown.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)

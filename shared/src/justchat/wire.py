@@ -1,0 +1,382 @@
+"""The browser <-> gateway protocol (PROTOCOL.md v1): pure data, no I/O.
+
+Client frames are decoded in two steps: the envelope first (so an unknown ``type`` and a bad
+payload get different errors), then the payload with the decoder built for that type. Server
+frames are a tagged union on ``type``; their encoder writes ``type, timestamp, id, payload`` in
+that order, which is what the original server sent.
+
+Extension fields ([ext] in PROTOCOL.md) default to ``UNSET`` so that msgspec leaves them out of
+the frame entirely: the original client never sees a key it does not know.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
+
+from justchat.errors import ProtocolError
+
+# -- limits and error texts ------------------------------------------------------------------
+
+INT32_MIN: Final = -(2**31)
+INT32_MAX: Final = 2**31 - 1
+MAX_CLIENT_MSG_ID: Final = 64
+MAX_HISTORY_PAGE: Final = 100
+
+ChannelId = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
+Seq = Annotated[int, Meta(ge=0)]
+
+ERR_INVALID_HELLO: Final = "Invalid HELLO message"
+ERR_INVALID_FORMAT: Final = "Invalid message format"
+ERR_MALFORMED: Final = "Malformed message."
+ERR_NO_CHANNEL: Final = "Channel does not exist."
+ERR_NOT_MEMBER: Final = "You must join this channel first"
+ERR_NO_PERMISSION: Final = "You don't have permission to run this command."
+ERR_MUTED: Final = "You are muted in this channel."
+ERR_BANNED: Final = "You are banned from this channel."
+ERR_SEND_FAILED: Final = "Failed to send message"
+ERR_JOIN_FAILED: Final = "Error trying to join the channel."
+ERR_UNEXPECTED: Final = "Unexpeted error. Try again."  # sic: the original client matches it
+ERR_TOO_LONG: Final = "Message is too long."
+ERR_TOO_FAST: Final = "You are sending messages too fast."
+ERR_UNAVAILABLE: Final = "Service temporarily unavailable, retry."
+
+
+class UserFrom(Struct, frozen=True, kw_only=True):
+    """A user as frames show it."""
+
+    username: str
+    is_guest: bool
+
+
+# -- client -> server payloads ---------------------------------------------------------------
+
+
+class HelloIn(Struct, frozen=True, kw_only=True):
+    token: str | None = None
+
+
+class ChannelIn(Struct, frozen=True, kw_only=True):
+    """Payload of frames that name only a channel: channel_leave, chat_typing."""
+
+    channel_id: ChannelId
+
+
+class JoinIn(Struct, frozen=True, kw_only=True):
+    channel_id: ChannelId
+    since_seq: Seq | None = None
+
+
+class ChatSendIn(Struct, frozen=True, kw_only=True):
+    channel_id: ChannelId
+    content: str
+    client_msg_id: Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID)] | None = None
+
+
+class ReactIn(Struct, frozen=True, kw_only=True):
+    emote: Annotated[str, Meta(min_length=1, max_length=64)]
+    message_id: str
+    channel_id: ChannelId
+
+
+class KickIn(Struct, frozen=True, kw_only=True):
+    channel_id: ChannelId
+    target: str
+    reason: str | None = None
+
+
+class MuteIn(Struct, frozen=True, kw_only=True):
+    """chat_mute, chat_ban and chat_unban: duration in seconds, null or 0 is indefinite."""
+
+    channel_id: ChannelId
+    target: str
+    duration: Annotated[int, Meta(ge=0)] | None = None
+    reason: str | None = None
+
+
+class UnmuteIn(Struct, frozen=True, kw_only=True):
+    channel_id: ChannelId
+    target: str
+
+
+class HistoryIn(Struct, frozen=True, kw_only=True):
+    channel_id: ChannelId
+    before_seq: Seq | None = None
+    limit: Annotated[int, Meta(ge=1, le=MAX_HISTORY_PAGE)] = 50
+
+
+ClientPayload = (
+    HelloIn | ChannelIn | JoinIn | ChatSendIn | ReactIn | KickIn | MuteIn | UnmuteIn | HistoryIn
+)
+
+CLIENT_PAYLOADS: Final[dict[str, type[ClientPayload]]] = {
+    "hello": HelloIn,
+    "chat_send": ChatSendIn,
+    "chat_react_add": ReactIn,
+    "chat_react_remove": ReactIn,
+    "chat_typing": ChannelIn,
+    "chat_kick": KickIn,
+    "chat_mute": MuteIn,
+    "chat_unmute": UnmuteIn,
+    "chat_ban": MuteIn,
+    "chat_unban": UnmuteIn,
+    "channel_join": JoinIn,
+    "channel_leave": ChannelIn,
+    "channel_history": HistoryIn,
+}
+
+
+class ClientFrame(Struct, frozen=True, kw_only=True):
+    """A decoded client frame: its type and its typed payload."""
+
+    type: str
+    payload: ClientPayload
+
+
+class _ClientEnvelope(Struct, frozen=True, kw_only=True):
+    type: str
+    payload: Raw
+    timestamp: str | None = None
+    id: str | None = None
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(_ClientEnvelope)
+# strict=False: integer fields also accept numeric strings ("8"), as the original server did.
+_payload_decoders: Final = {
+    name: msgspec.json.Decoder(cls, strict=False) for name, cls in CLIENT_PAYLOADS.items()
+}
+
+
+def decode_client(data: str | bytes) -> ClientFrame:
+    """Decode one client frame.
+
+    Raises:
+        ProtocolError: with the PROTOCOL.md error text to send back.
+    """
+    try:
+        envelope = _envelope_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(ERR_INVALID_FORMAT) from exc
+    decoder = _payload_decoders.get(envelope.type)
+    if decoder is None:
+        raise ProtocolError(ERR_INVALID_FORMAT)
+    try:
+        if envelope.timestamp is not None:
+            datetime.fromisoformat(envelope.timestamp)
+        if envelope.id is not None:
+            uuid.UUID(envelope.id)
+        payload = decoder.decode(envelope.payload)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise ProtocolError(ERR_MALFORMED) from exc
+    return ClientFrame(type=envelope.type, payload=payload)
+
+
+# -- server -> client payloads ---------------------------------------------------------------
+
+
+class HelloOut(Struct, frozen=True, kw_only=True):
+    token: str | None
+    user: UserFrom
+
+
+class ErrorOut(Struct, frozen=True, kw_only=True):
+    detail: str
+    retry_after_ms: int | UnsetType = UNSET
+
+
+class ReactionSummary(Struct, frozen=True, kw_only=True):
+    emote: str
+    count: int
+    users: list[str]
+
+
+class ChatSendOut(Struct, frozen=True, kw_only=True):
+    channel_id: int
+    sender: UserFrom
+    content: str
+    seq: int | UnsetType = UNSET
+    client_msg_id: str | UnsetType = UNSET
+    reactions: list[ReactionSummary] | UnsetType = UNSET
+
+
+class ReactOut(Struct, frozen=True, kw_only=True):
+    emote: str
+    message_id: str
+    channel_id: int
+    user: UserFrom | UnsetType = UNSET
+    count: int | UnsetType = UNSET
+
+
+class ChannelUserOut(Struct, frozen=True, kw_only=True):
+    """channel_join, channel_leave and chat_typing: who did it where."""
+
+    channel_id: int
+    user: UserFrom
+
+
+class MembersOut(Struct, frozen=True, kw_only=True):
+    channel_id: int
+    members: list[UserFrom]
+
+
+class KickOut(Struct, frozen=True, kw_only=True):
+    channel_id: int
+    target: str
+    reason: str | None
+
+
+class MuteOut(Struct, frozen=True, kw_only=True):
+    """chat_mute, chat_unmute, chat_ban, chat_unban."""
+
+    channel_id: int
+    target: str
+    duration: int | None
+    reason: str | None
+
+
+class ResumedOut(Struct, frozen=True, kw_only=True):
+    channel_id: int
+    recovered: bool
+    last_seq: int
+
+
+class HistoryMessage(Struct, frozen=True, kw_only=True):
+    id: str
+    timestamp: str
+    channel_id: int
+    sender: UserFrom
+    content: str
+    seq: int
+    client_msg_id: str | UnsetType = UNSET
+    reactions: list[ReactionSummary] = []
+
+
+class HistoryOut(Struct, frozen=True, kw_only=True):
+    channel_id: int
+    messages: list[HistoryMessage]
+    has_more: bool
+
+
+class ServerFrame(Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every server frame; the subclass's tag is the frame's ``type``."""
+
+    timestamp: str
+    id: str
+
+
+class HelloFrame(ServerFrame, frozen=True, kw_only=True, tag="hello"):
+    payload: HelloOut
+
+
+class ErrorFrame(ServerFrame, frozen=True, kw_only=True, tag="error"):
+    payload: ErrorOut
+
+
+class ChatSendFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_send"):
+    payload: ChatSendOut
+
+
+class ReactAddFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_react_add"):
+    payload: ReactOut
+
+
+class ReactRemoveFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_react_remove"):
+    payload: ReactOut
+
+
+class TypingFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_typing"):
+    payload: ChannelUserOut
+
+
+class KickFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_kick"):
+    payload: KickOut
+
+
+class MuteFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_mute"):
+    payload: MuteOut
+
+
+class UnmuteFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_unmute"):
+    payload: MuteOut
+
+
+class BanFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_ban"):
+    payload: MuteOut
+
+
+class UnbanFrame(ServerFrame, frozen=True, kw_only=True, tag="chat_unban"):
+    payload: MuteOut
+
+
+class JoinFrame(ServerFrame, frozen=True, kw_only=True, tag="channel_join"):
+    payload: ChannelUserOut
+
+
+class LeaveFrame(ServerFrame, frozen=True, kw_only=True, tag="channel_leave"):
+    payload: ChannelUserOut
+
+
+class MembersFrame(ServerFrame, frozen=True, kw_only=True, tag="channel_members"):
+    payload: MembersOut
+
+
+class ResumedFrame(ServerFrame, frozen=True, kw_only=True, tag="channel_resumed"):
+    payload: ResumedOut
+
+
+class HistoryFrame(ServerFrame, frozen=True, kw_only=True, tag="channel_history"):
+    payload: HistoryOut
+
+
+AnyServerFrame = (
+    HelloFrame
+    | ErrorFrame
+    | ChatSendFrame
+    | ReactAddFrame
+    | ReactRemoveFrame
+    | TypingFrame
+    | KickFrame
+    | MuteFrame
+    | UnmuteFrame
+    | BanFrame
+    | UnbanFrame
+    | JoinFrame
+    | LeaveFrame
+    | MembersFrame
+    | ResumedFrame
+    | HistoryFrame
+)
+
+_server_encoder: Final = msgspec.json.Encoder()
+_server_decoder: Final = msgspec.json.Decoder(AnyServerFrame)
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """UTC ISO-8601 with microseconds, ending in ``Z``."""
+    moment = datetime.now(UTC) if moment is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def encode_frame(frame: ServerFrame) -> bytes:
+    return _server_encoder.encode(frame)
+
+
+def decode_server(data: str | bytes) -> AnyServerFrame:
+    """Decode a server frame (the Python client and the tests use this)."""
+    return _server_decoder.decode(data)
+
+
+def error_frame(detail: str, *, retry_after_ms: int | None = None) -> bytes:
+    """An encoded ``error`` frame, fresh id and timestamp."""
+    payload = ErrorOut(
+        detail=detail, retry_after_ms=UNSET if retry_after_ms is None else retry_after_ms
+    )
+    return encode_frame(ErrorFrame(timestamp=utc_timestamp(), id=new_id(), payload=payload))
