@@ -45,10 +45,17 @@ def create_app(settings: Settings) -> Starlette:
         store = ChatStore(pool)
         processor = CommandProcessor(store, redis, keys, settings, registry)
         consumer = PartitionedConsumer(
-            redis, name="chat", partitions=settings.partitions, ttl_ms=settings.lease_ttl_ms,
-            stream=keys.cmd_stream, lease=keys.lease, replicas_key=keys.chat_replicas,
-            dead_letters=keys.dead_letters, decoder=events.chat_command_decoder,
-            handler=processor, registry=registry,
+            redis,
+            name="chat",
+            partitions=settings.partitions,
+            ttl_ms=settings.lease_ttl_ms,
+            stream=keys.cmd_stream,
+            lease=keys.lease,
+            replicas_key=keys.chat_replicas,
+            dead_letters=keys.dead_letters,
+            decoder=events.chat_command_decoder,
+            handler=processor,
+            registry=registry,
         )
         state.update(pool=pool, redis=redis, consumer=consumer)
         background = [

@@ -28,7 +28,11 @@ MAX_RESUME: Final = 1000
 
 class CommandProcessor:
     def __init__(
-        self, store: ChatStore, redis: aioredis.Redis, keys: Keys, settings: Settings,
+        self,
+        store: ChatStore,
+        redis: aioredis.Redis,
+        keys: Keys,
+        settings: Settings,
         registry: Registry,
     ) -> None:
         self.store, self.redis, self.keys, self.settings = store, redis, keys, settings
@@ -57,8 +61,12 @@ class CommandProcessor:
             case SendCmd(origin=origin):
                 await self.direct(origin, [wire.error_frame(wire.ERR_SEND_FAILED)])
             case JoinCmd(origin=origin, request_id=request_id):
-                await self.direct(origin, [wire.error_frame(wire.ERR_JOIN_FAILED)],
-                                  request_id=request_id, ok=False)
+                await self.direct(
+                    origin,
+                    [wire.error_frame(wire.ERR_JOIN_FAILED)],
+                    request_id=request_id,
+                    ok=False,
+                )
 
     async def send(self, sends: list[SendCmd]) -> None:
         stored = await self.store.store_messages(sends)
@@ -74,11 +82,16 @@ class CommandProcessor:
             for m in messages:
                 frame = frames.message_frame(m)
                 if self.settings.recent_window:
-                    pipe.xadd(self.keys.channel_recent(m.channel_id),
-                              {"seq": m.seq, "frame": frame},
-                              maxlen=self.settings.recent_window, approximate=True)
-                pipe.publish(self.keys.channel_topic(m.channel_id),
-                             events.encode(events.ChannelEvent(seq=m.seq, frame=frame)))
+                    pipe.xadd(
+                        self.keys.channel_recent(m.channel_id),
+                        {"seq": m.seq, "frame": frame},
+                        maxlen=self.settings.recent_window,
+                        approximate=True,
+                    )
+                pipe.publish(
+                    self.keys.channel_topic(m.channel_id),
+                    events.encode(events.ChannelEvent(seq=m.seq, frame=frame)),
+                )
             await pipe.execute()
         self.published.inc(len(messages))
 
@@ -100,9 +113,15 @@ class CommandProcessor:
         await self.direct(cmd.origin, out, request_id=cmd.request_id, last_seq=last_seq)
 
     async def direct(
-        self, origin: Origin, out: list[bytes], *, request_id: str | None = None,
-        ok: bool = True, last_seq: int = 0,
+        self,
+        origin: Origin,
+        out: list[bytes],
+        *,
+        request_id: str | None = None,
+        ok: bool = True,
+        last_seq: int = 0,
     ) -> None:
-        event = Direct(conn=origin.conn, frames=out, request_id=request_id, ok=ok,
-                       last_seq=last_seq)
+        event = Direct(
+            conn=origin.conn, frames=out, request_id=request_id, ok=ok, last_seq=last_seq
+        )
         await self.redis.publish(self.keys.gateway_inbox(origin.gateway), events.encode(event))

@@ -18,8 +18,9 @@ def message_frame(m: StoredMessage) -> bytes:
         client_msg_id=UNSET if m.client_msg_id is None else m.client_msg_id,
     )
     return wire.encode_frame(
-        wire.ChatSendFrame(timestamp=wire.utc_timestamp(m.created_at), id=str(m.id),
-                           payload=payload)
+        wire.ChatSendFrame(
+            timestamp=wire.utc_timestamp(m.created_at), id=str(m.id), payload=payload
+        )
     )
 
 

@@ -23,7 +23,9 @@ class StoredMessage(Struct, frozen=True, kw_only=True):
     replayed: bool = False  # it was already stored: this send repeated an earlier one
 
 
-_COLUMNS = "id, channel_id, seq, sender_username, sender_is_guest, content, client_msg_id, created_at"
+_COLUMNS = (
+    "id, channel_id, seq, sender_username, sender_is_guest, content, client_msg_id, created_at"
+)
 
 # One round trip per message. A replayed command (same id) or a repeated client_msg_id finds
 # the row already stored and returns it unchanged; otherwise the channel's row lock hands out the
@@ -85,8 +87,14 @@ class ChatStore:
                         "SELECT id FROM users WHERE username = $1", s.actor.username
                     )
                 row = await conn.fetchrow(
-                    _STORE_MESSAGE, uuid.UUID(s.msg_id), s.channel_id, sender_id,
-                    s.actor.username, s.actor.is_guest, s.content, s.client_msg_id,
+                    _STORE_MESSAGE,
+                    uuid.UUID(s.msg_id),
+                    s.channel_id,
+                    sender_id,
+                    s.actor.username,
+                    s.actor.is_guest,
+                    s.content,
+                    s.client_msg_id,
                 )
                 stored.append(StoredMessage(**dict(row)))
         return stored
@@ -98,9 +106,9 @@ class ChatStore:
                 "SELECT last_seq FROM channels WHERE id = $1", channel_id
             )
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM messages WHERE channel_id = $1"
-                " ORDER BY seq DESC LIMIT $2",
-                channel_id, limit,
+                f"SELECT {_COLUMNS} FROM messages WHERE channel_id = $1 ORDER BY seq DESC LIMIT $2",
+                channel_id,
+                limit,
             )
         return [StoredMessage(**dict(r)) for r in reversed(rows)], int(last_seq or 0)
 
@@ -115,7 +123,9 @@ class ChatStore:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM messages WHERE channel_id = $1 AND seq > $2"
                 " ORDER BY seq LIMIT $3",
-                channel_id, after_seq, limit,
+                channel_id,
+                after_seq,
+                limit,
             )
         return [StoredMessage(**dict(r)) for r in rows], int(last_seq or 0)
 

@@ -5,8 +5,7 @@ from justchat.service import main as run
 
 
 def main() -> None:
-    run("gateway", create_app, ws="websockets-sansio", ws_ping_interval=20.0,
-        ws_ping_timeout=20.0)
+    run("gateway", create_app, ws="websockets-sansio", ws_ping_interval=20.0, ws_ping_timeout=20.0)
 
 
 if __name__ == "__main__":

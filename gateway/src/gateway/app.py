@@ -43,8 +43,12 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> Starlette:
         state.update(redis=redis, hub=hub, gateway=gw)
         connections = registry.gauge("gateway_connections", "open WebSocket connections")
         channels = registry.gauge("gateway_channels", "channels with local members")
-        registry.on_collect(lambda: (connections.set(len(hub.connections)),
-                                     channels.set(len(hub.members))))
+
+        def collect() -> None:
+            connections.set(len(hub.connections))
+            channels.set(len(hub.members))
+
+        registry.on_collect(collect)
         beat = asyncio.create_task(_heartbeat(gw, keys, public_url), name="heartbeat")
         log.info("gateway %s ready at %s", gateway_id, public_url)
         try:
@@ -99,7 +103,10 @@ async def _reannounce(gw: Gateway) -> None:
     for conn in list(gw.hub.connections.values()):
         for channel_id, channel in list(conn.session.channels.items()):
             if channel.joined:
-                await gw._presence(events.PresenceJoin(
-                    channel_id=channel_id,
-                    origin=events.Origin(gateway=gw.gateway_id, conn=conn.conn_id),
-                    user=conn.session.user))
+                await gw._presence(
+                    events.PresenceJoin(
+                        channel_id=channel_id,
+                        origin=events.Origin(gateway=gw.gateway_id, conn=conn.conn_id),
+                        user=conn.session.user,
+                    )
+                )

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import MutableMapping
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -47,8 +48,14 @@ class Unavailable(Exception):
 
 
 class Gateway:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, hub: Hub, registry: Registry,
-                 gateway_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        hub: Hub,
+        registry: Registry,
+        gateway_id: str,
+    ) -> None:
         self.settings, self.redis, self.hub, self.gateway_id = settings, redis, hub, gateway_id
         self.keys = Keys(settings.redis_prefix)
         self._next_guest = redis.register_script(_NEXT_GUEST)
@@ -60,8 +67,9 @@ class Gateway:
     async def handle(self, websocket: WebSocket) -> None:
         await websocket.accept()
         try:
-            session = await asyncio.wait_for(self._handshake(websocket),
-                                             self.settings.handshake_timeout_s)
+            session = await asyncio.wait_for(
+                self._handshake(websocket), self.settings.handshake_timeout_s
+            )
         except TimeoutError:
             await _close(websocket, 1000, "Handshake timed out")
             return
@@ -72,9 +80,15 @@ class Gateway:
         conn = Connection(websocket, session, self.settings.send_queue_frames)
         self.hub.connections[conn.conn_id] = conn
         user = session.user
-        conn.send(wire.encode_frame(wire.HelloFrame(
-            timestamp=wire.utc_timestamp(), id=wire.new_id(),
-            payload=wire.HelloOut(token=None, user=user))))
+        conn.send(
+            wire.encode_frame(
+                wire.HelloFrame(
+                    timestamp=wire.utc_timestamp(),
+                    id=wire.new_id(),
+                    payload=wire.HelloOut(token=None, user=user),
+                )
+            )
+        )
         log.debug("connection %s is %s", conn.conn_id, session.username)
         try:
             await self._serve(websocket, conn)
@@ -101,16 +115,22 @@ class Gateway:
             except AuthError as exc:
                 await _close(websocket, 1000, f"Authentication failed: {exc}")
                 return None
-            return Session(conn_id=conn_id, user_id=claims.user_id, username=claims.username,
-                           is_guest=False, role=claims.role)
+            return Session(
+                conn_id=conn_id,
+                user_id=claims.user_id,
+                username=claims.username,
+                is_guest=False,
+                role=claims.role,
+            )
         try:
             username = await self._new_guest_name()
         except (RedisError, OSError, Unavailable):
             await websocket.send_text(wire.error_frame(wire.ERR_UNAVAILABLE).decode())
             await _close(websocket, 1011, wire.ERR_UNAVAILABLE)
             return None
-        return Session(conn_id=conn_id, user_id=None, username=username, is_guest=True,
-                       role="guest")
+        return Session(
+            conn_id=conn_id, user_id=None, username=username, is_guest=True, role="guest"
+        )
 
     async def _new_guest_name(self) -> str:
         deadline = time.monotonic() + GUEST_WAIT_S
@@ -119,8 +139,9 @@ class Gateway:
                 raise Unavailable("guest counter not seeded")
             await asyncio.sleep(0.1)
         username = f"Guest{number}"
-        await self._command(partition_of(int(number), self.settings.partitions),
-                            events.GuestCmd(username=username))
+        await self._command(
+            partition_of(int(number), self.settings.partitions), events.GuestCmd(username=username)
+        )
         return username
 
     # -- frames ----------------------------------------------------------------------------
@@ -153,17 +174,24 @@ class Gateway:
                 await self._leave(conn, channel_id)
             case wire.ChannelIn(channel_id=channel_id) if frame.type == "chat_typing":
                 await self._check_member(session, channel_id)
-                await self._presence(events.PresenceTyping(channel_id=channel_id,
-                                                           user=session.user))
+                await self._presence(
+                    events.PresenceTyping(channel_id=channel_id, user=session.user)
+                )
             case wire.ChatSendIn(channel_id=channel_id, content=content):
                 await self._check_member(session, channel_id)
                 if len(content) > self.settings.max_message_chars:
                     raise ProtocolError(wire.ERR_TOO_LONG)
-                await self._command(partition_of(channel_id, self.settings.partitions),
-                                    events.SendCmd(
-                    msg_id=str(uuid.uuid4()), channel_id=channel_id, actor=session.actor,
-                    origin=self._origin(conn), content=content,
-                    client_msg_id=frame.payload.client_msg_id))
+                await self._command(
+                    partition_of(channel_id, self.settings.partitions),
+                    events.SendCmd(
+                        msg_id=str(uuid.uuid4()),
+                        channel_id=channel_id,
+                        actor=session.actor,
+                        origin=self._origin(conn),
+                        content=content,
+                        client_msg_id=frame.payload.client_msg_id,
+                    ),
+                )
             case wire.HelloIn():
                 raise ProtocolError(wire.ERR_INVALID_FORMAT)
             case _:
@@ -184,10 +212,16 @@ class Gateway:
         reply = self.hub.expect_reply(request_id)
         try:
             await self.hub.add_member(channel_id, conn)
-            await self._command(partition_of(channel_id, self.settings.partitions),
-                                events.JoinCmd(channel_id=channel_id, actor=session.actor,
-                                               origin=self._origin(conn), request_id=request_id,
-                                               since_seq=since_seq))
+            await self._command(
+                partition_of(channel_id, self.settings.partitions),
+                events.JoinCmd(
+                    channel_id=channel_id,
+                    actor=session.actor,
+                    origin=self._origin(conn),
+                    request_id=request_id,
+                    since_seq=since_seq,
+                ),
+            )
             direct = await asyncio.wait_for(reply, JOIN_TIMEOUT_S)
         except (TimeoutError, RedisError, OSError, Unavailable) as exc:
             log.warning("join of %s to %s failed: %r", conn.conn_id, channel_id, exc)
@@ -200,13 +234,13 @@ class Gateway:
             return
         conn.send_frames(direct.frames)
         conn.send_frames(session.finish_join(channel_id, direct.last_seq))
-        await self._presence(events.PresenceJoin(channel_id=channel_id, origin=self._origin(conn),
-                                                 user=session.user))
+        await self._presence(
+            events.PresenceJoin(channel_id=channel_id, origin=self._origin(conn), user=session.user)
+        )
 
     async def _leave(self, conn: Connection, channel_id: int) -> None:
         await self._forget(conn, channel_id)
-        await self._presence(events.PresenceLeave(channel_id=channel_id,
-                                                  origin=self._origin(conn)))
+        await self._presence(events.PresenceLeave(channel_id=channel_id, origin=self._origin(conn)))
 
     async def _forget(self, conn: Connection, channel_id: int) -> None:
         conn.session.leave(channel_id)
@@ -239,11 +273,12 @@ class Gateway:
         await self._xadd(self.keys.presence_stream(partition), command)
 
     async def _xadd(self, stream: str, command: Struct) -> None:
-        await self.redis.xadd(stream, {"c": events.encode(command)}, maxlen=STREAM_MAXLEN,
-                              approximate=True)
+        await self.redis.xadd(
+            stream, {"c": events.encode(command)}, maxlen=STREAM_MAXLEN, approximate=True
+        )
 
 
-def _text_of(message: dict[str, Any]) -> str:
+def _text_of(message: MutableMapping[str, Any]) -> str:
     text = message.get("text")
     if text is None:  # a binary frame
         raise ProtocolError(wire.ERR_INVALID_FORMAT)

@@ -11,12 +11,13 @@ import asyncio
 import collections
 import contextlib
 import logging
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.connection import Connection
 from justchat import events
 from justchat.events import Direct
 from justchat.keys import Keys
@@ -27,23 +28,15 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT_S: Final = 5.0
 
 
-class Member(Protocol):
-    """What the hub needs of a connection."""
-
-    conn_id: str
-
-    def deliver(self, channel_id: int, seq: int, frame: bytes) -> None: ...
-    def send_frames(self, frames: list[bytes]) -> None: ...
-
-
 class Hub:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, gateway_id: str,
-                 registry: Registry) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, gateway_id: str, registry: Registry
+    ) -> None:
         self.redis, self.keys, self.gateway_id = redis, keys, gateway_id
         self.inbox = keys.gateway_inbox(gateway_id)
         self.pubsub = redis.pubsub()
-        self.members: dict[int, dict[str, Member]] = {}
-        self.connections: dict[str, Member] = {}
+        self.members: dict[int, dict[str, Connection]] = {}
+        self.connections: dict[str, Connection] = {}
         self.replies: dict[str, asyncio.Future[Direct]] = {}
         self._confirmations: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self._topic_locks: dict[int, asyncio.Lock] = {}
@@ -62,23 +55,23 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         with contextlib.suppress(RedisError, OSError):
-            await self.pubsub.aclose()
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- membership --------------------------------------------------------------------------
 
-    async def add_member(self, channel_id: int, member: Member) -> None:
+    async def add_member(self, channel_id: int, conn: Connection) -> None:
         """Add a member; returns once this gateway surely receives the channel's events."""
         async with self._lock(channel_id):
             local = self.members.get(channel_id)
             if local is None:
                 await self._subscribe(self.keys.channel_topic(channel_id))
                 local = self.members[channel_id] = {}
-            local[member.conn_id] = member
+            local[conn.conn_id] = conn
 
-    async def remove_member(self, channel_id: int, member: Member) -> None:
+    async def remove_member(self, channel_id: int, conn: Connection) -> None:
         async with self._lock(channel_id):
             local = self.members.get(channel_id)
-            if local is None or local.pop(member.conn_id, None) is None or local:
+            if local is None or local.pop(conn.conn_id, None) is None or local:
                 return
             del self.members[channel_id]
             with contextlib.suppress(RedisError, OSError):

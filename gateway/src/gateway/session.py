@@ -45,8 +45,9 @@ class Session:
 
     @property
     def actor(self) -> Actor:
-        return Actor(user_id=self.user_id, username=self.username, is_guest=self.is_guest,
-                     role=self.role)
+        return Actor(
+            user_id=self.user_id, username=self.username, is_guest=self.is_guest, role=self.role
+        )
 
     def is_member(self, channel_id: int) -> bool:
         state = self.channels.get(channel_id)

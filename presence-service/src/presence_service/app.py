@@ -33,17 +33,24 @@ def create_app(settings: Settings) -> Starlette:
         store = PresenceStore(redis, keys)
         handler = PresenceHandler(store, redis, keys, registry)
         consumer = PartitionedConsumer(
-            redis, name="presence", partitions=settings.partitions,
-            ttl_ms=settings.lease_ttl_ms, stream=keys.presence_stream,
-            lease=keys.presence_lease, replicas_key=keys.presence_replicas,
-            dead_letters=keys.presence_dead_letters, decoder=events.presence_command_decoder,
-            handler=handler, registry=registry,
+            redis,
+            name="presence",
+            partitions=settings.partitions,
+            ttl_ms=settings.lease_ttl_ms,
+            stream=keys.presence_stream,
+            lease=keys.presence_lease,
+            replicas_key=keys.presence_replicas,
+            dead_letters=keys.presence_dead_letters,
+            decoder=events.presence_command_decoder,
+            handler=handler,
+            registry=registry,
         )
         state.update(redis=redis, consumer=consumer)
         background = [
             asyncio.create_task(consumer.run(), name="consumer"),
-            asyncio.create_task(reap_dead_gateways(store, redis, keys, settings, registry),
-                                name="reaper"),
+            asyncio.create_task(
+                reap_dead_gateways(store, redis, keys, settings, registry), name="reaper"
+            ),
         ]
         log.info("presence-service %s ready", consumer.consumer)
         try:

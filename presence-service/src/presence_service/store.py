@@ -9,6 +9,7 @@ hash, so several tabs or gateways show it once. Each gateway's connections are a
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import redis.asyncio as aioredis
 from msgspec import Struct
@@ -84,38 +85,45 @@ class PresenceStore:
     async def join(self, channel_id: int, origin: Origin, user: UserFrom) -> JoinResult:
         value = f"{int(time.time() * 1000)}|{int(user.is_guest)}|{user.username}"
         reply = await self._join(
-            keys=[self.keys.channel_conns(channel_id), self.keys.gateway_conns(origin.gateway),
-                  self.keys.active_channels],
-            args=[_field(origin), value, user.username, f"{channel_id}|{origin.conn}",
-                  channel_id],
+            keys=[
+                self.keys.channel_conns(channel_id),
+                self.keys.gateway_conns(origin.gateway),
+                self.keys.active_channels,
+            ],
+            args=[_field(origin), value, user.username, f"{channel_id}|{origin.conn}", channel_id],
         )
         return JoinResult(already_present=bool(reply[0]), members=member_list(reply[1:]))
 
     async def leave(self, channel_id: int, origin: Origin) -> LeaveResult | None:
         """Remove one connection; None if it was not there (already left or expired)."""
         reply = await self._leave(
-            keys=[self.keys.channel_conns(channel_id), self.keys.gateway_conns(origin.gateway),
-                  self.keys.active_channels],
+            keys=[
+                self.keys.channel_conns(channel_id),
+                self.keys.gateway_conns(origin.gateway),
+                self.keys.active_channels,
+            ],
             args=[_field(origin), f"{channel_id}|{origin.conn}", channel_id],
         )
         if not reply:
             return None
         gone = parse(reply[0]).user
         rest = reply[1:]
-        return LeaveResult(user=gone,
-                           still_present=any(parse(v).user.username == gone.username for v in rest),
-                           members=member_list(rest))
+        return LeaveResult(
+            user=gone,
+            still_present=any(parse(v).user.username == gone.username for v in rest),
+            members=member_list(rest),
+        )
 
     async def dead_gateways(self) -> list[str]:
         now_ms = int(time.time() * 1000)
-        return [g.decode() for g in await self.redis.zrangebyscore(self.keys.gateways, "-inf",
-                                                                   now_ms)]
+        found = await self.redis.zrangebyscore(self.keys.gateways, "-inf", now_ms)
+        return [cast(bytes, g).decode() for g in found]
 
     async def gateway_connections(self, gateway: str) -> list[tuple[int, str]]:
         """(channel, conn) pairs a gateway still has in presence."""
         pairs = []
         for item in await self.redis.smembers(self.keys.gateway_conns(gateway)):
-            channel, conn = item.decode().split("|", 1)
+            channel, conn = cast(bytes, item).decode().split("|", 1)
             pairs.append((int(channel), conn))
         return pairs
 

@@ -28,16 +28,22 @@ def create_token(
     *, user_id: int, username: str, role: str, secret: str, ttl_s: int, now: float | None = None
 ) -> str:
     issued = int(time.time() if now is None else now)
-    claims = {"sub": str(user_id), "username": username, "role": role, "iat": issued,
-              "exp": issued + ttl_s}
+    claims = {
+        "sub": str(user_id),
+        "username": username,
+        "role": role,
+        "iat": issued,
+        "exp": issued + ttl_s,
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def verify_token(token: str, secret: str) -> Claims:
     """Check signature and expiry; raise ``AuthError`` with a short reason."""
     try:
-        data = jwt.decode(token, secret, algorithms=[ALGORITHM],
-                          options={"require": ["sub", "exp"]})
+        data = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+        )
     except jwt.ExpiredSignatureError as exc:
         raise AuthError("token expired") from exc
     except jwt.InvalidTokenError as exc:

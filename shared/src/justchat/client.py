@@ -1,9 +1,9 @@
 """A small asyncio client for the justchat protocol (tests, benchmarks and bots use it).
 
-    async with await Client.connect("ws://127.0.0.1:8100/ws") as chat:
-        await chat.join(1)
-        await chat.send(1, "hello")
-        frame = await chat.expect("chat_send")
+async with await Client.connect("ws://127.0.0.1:8100/ws") as chat:
+    await chat.join(1)
+    await chat.send(1, "hello")
+    frame = await chat.expect("chat_send")
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ class Client:
         self.last_seq: dict[int, int] = {}
 
     @classmethod
-    async def connect(cls, url: str, *, token: str | None = None,
-                      timeout_s: float = 10.0) -> Self:
+    async def connect(cls, url: str, *, token: str | None = None, timeout_s: float = 10.0) -> Self:
         ws = await websockets.connect(url, open_timeout=timeout_s, max_size=None)
         payload: dict[str, Any] = {} if token is None else {"token": token}
         await ws.send(json.dumps({"type": "hello", "payload": payload}))
@@ -61,8 +60,9 @@ class Client:
     async def leave(self, channel_id: int) -> None:
         await self.send_frame("channel_leave", {"channel_id": channel_id})
 
-    async def send(self, channel_id: int, content: str, *,
-                   client_msg_id: str | None = None) -> None:
+    async def send(
+        self, channel_id: int, content: str, *, client_msg_id: str | None = None
+    ) -> None:
         payload: dict[str, Any] = {"channel_id": channel_id, "content": content}
         if client_msg_id is not None:
             payload["client_msg_id"] = client_msg_id
@@ -82,8 +82,13 @@ class Client:
         while True:
             yield await self.recv(timeout_s)
 
-    async def expect(self, frame_type: str, *, timeout_s: float = 10.0,
-                     where: Callable[[Any], bool] | None = None) -> Any:
+    async def expect(
+        self,
+        frame_type: str,
+        *,
+        timeout_s: float = 10.0,
+        where: Callable[[Any], bool] | None = None,
+    ) -> Any:
         """Skip frames until one of ``frame_type`` (matching ``where``) arrives."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:

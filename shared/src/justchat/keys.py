@@ -4,28 +4,28 @@ All names start with the configured prefix (``JUSTCHAT_REDIS_PREFIX``, default `
 several deployments or test runs can share one Redis. Keys that belong to one chat channel share
 the hash tag ``{ch:N}`` so that they land in one slot under Redis Cluster.
 
-| name                              | type      | written by         | holds                                  |
-|-----------------------------------|-----------|--------------------|----------------------------------------|
-| ``cmd:{p}``                       | stream    | gateway            | commands for partition p (chat-service) |
-| ``lease:cmd:{p}``                 | string    | chat-service       | owner of partition p (PX TTL)           |
-| ``chat-replicas``                 | zset      | chat-service       | live replicas scored by expiry          |
-| ``dead:cmd``                      | stream    | chat-service       | commands that failed for good           |
-| ``presence:{p}``                  | stream    | gateway, presence  | join/leave/typing for partition p       |
-| ``lease:presence:{p}``            | string    | presence-service   | owner of presence partition p           |
-| ``presence-replicas``             | zset      | presence-service   | live replicas scored by expiry          |
-| ``dead:presence``                 | stream    | presence-service   | presence commands that failed for good  |
-| ``{ch:N}:events``                 | pub/sub   | chat, presence     | encoded frames for channel N's members  |
-| ``{ch:N}:recent``                 | stream    | chat-service       | last messages of N (resume window)      |
-| ``{ch:N}:conns``                  | hash      | presence-service   | connection -> member of channel N       |
-| ``{ch:N}:typing:{user}``          | string    | presence-service   | typing marker with a short TTL          |
-| ``gw:{id}:inbox``                 | pub/sub   | chat-service       | frames addressed to one gateway's conns |
-| ``gw:{id}:conns``                 | set       | presence-service   | ``channel|conn`` pairs of gateway id    |
-| ``gateways``                      | zset      | gateway            | gateway id scored by heartbeat expiry   |
-| ``gateway-urls``                  | hash      | gateway            | gateway id -> public WebSocket URL      |
-| ``gateway-rr``                    | string    | dashboard          | round-robin counter for /gateway        |
-| ``channels``                      | set       | chat-service       | ids of channels that exist              |
-| ``active-channels``               | zset      | presence-service   | channel id -> live connection count     |
-| ``guest-seq``                     | string    | gateway, chat      | last guest number handed out            |
+| name | type | written by | holds |
+|---|---|---|---|
+| ``cmd:{p}`` | stream | gateway | commands for partition p (chat-service) |
+| ``lease:cmd:{p}`` | string | chat-service | owner of partition p (PX TTL) |
+| ``chat-replicas`` | zset | chat-service | live replicas scored by expiry |
+| ``dead:cmd`` | stream | chat-service | commands that failed for good |
+| ``presence:{p}`` | stream | gateway, presence | join/leave/typing for partition p |
+| ``lease:presence:{p}`` | string | presence-service | owner of presence partition p |
+| ``presence-replicas`` | zset | presence-service | live replicas scored by expiry |
+| ``dead:presence`` | stream | presence-service | presence commands that failed for good |
+| ``{ch:N}:events`` | pub/sub | chat, presence | encoded frames for channel N's members |
+| ``{ch:N}:recent`` | stream | chat-service | last messages of N (resume window) |
+| ``{ch:N}:conns`` | hash | presence-service | connection -> member of channel N |
+| ``{ch:N}:typing:{user}`` | string | presence-service | typing marker with a short TTL |
+| ``gw:{id}:inbox`` | pub/sub | chat-service | frames addressed to one gateway's conns |
+| ``gw:{id}:conns`` | set | presence-service | ``channel | conn`` pairs of gateway id |
+| ``gateways`` | zset | gateway | gateway id scored by heartbeat expiry |
+| ``gateway-urls`` | hash | gateway | gateway id -> public WebSocket URL |
+| ``gateway-rr`` | string | dashboard | round-robin counter for /gateway |
+| ``channels`` | set | chat-service | ids of channels that exist |
+| ``active-channels`` | zset | presence-service | channel id -> live connection count |
+| ``guest-seq`` | string | gateway, chat | last guest number handed out |
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ A replica that dies simply stops renewing: its leases expire and the others take
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -16,7 +17,6 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,16 @@ OnChange = Callable[[int], Awaitable[None]]
 
 class PartitionLeases:
     def __init__(
-        self, redis: aioredis.Redis, *, lease_key: Callable[[int], str], replicas_key: str,
-        replica: str, partitions: int, ttl_ms: int, on_acquire: OnChange, on_release: OnChange,
+        self,
+        redis: aioredis.Redis,
+        *,
+        lease_key: Callable[[int], str],
+        replicas_key: str,
+        replica: str,
+        partitions: int,
+        ttl_ms: int,
+        on_acquire: OnChange,
+        on_release: OnChange,
     ) -> None:
         self.redis, self.lease_key, self.replicas_key = redis, lease_key, replicas_key
         self.replica = replica
@@ -108,7 +116,5 @@ class PartitionLeases:
     async def release_all(self) -> None:
         for p in list(self.owned):
             await self.release(p)
-        try:
+        with contextlib.suppress(RedisError, OSError):
             await self.redis.zrem(self.replicas_key, self.replica)
-        except (RedisError, OSError):
-            pass

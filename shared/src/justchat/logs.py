@@ -1,4 +1,4 @@
-"""Logging set-up: readable text by default, one JSON object a line with ``JUSTCHAT_LOG_FORMAT=json``."""
+"""Logging: readable text by default, one JSON object a line with ``JUSTCHAT_LOG_FORMAT=json``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any, Final
 import msgspec
 
 _RESERVED: Final = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "taskName"
+    "message",
+    "asctime",
+    "taskName",
 }
 
 

@@ -28,7 +28,10 @@ HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 def redis_client(url: str) -> aioredis.Redis:
     """A pooled client with timeouts on every wait (never hang on a dead server)."""
     return aioredis.Redis.from_url(
-        url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15,
+        url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=15,
         retry_on_timeout=False,
     )
 
@@ -58,8 +61,13 @@ def main(service: str, build: Callable[[Settings], Any], **uvicorn_options: Any)
         raise SystemExit(2) from exc
     logs.setup(service, fmt=settings.log_format, level=settings.log_level)
     config = uvicorn.Config(
-        build(settings), host=settings.host, port=settings.port, log_config=None,
-        lifespan="on", timeout_graceful_shutdown=10, ws_max_size=settings.max_frame_bytes,
+        build(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        ws_max_size=settings.max_frame_bytes,
         **uvicorn_options,
     )
     server = uvicorn.Server(config)

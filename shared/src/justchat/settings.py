@@ -47,21 +47,36 @@ FIELDS: Final[dict[str, tuple[str, str]]] = {
     "redis_url": ("REDIS_URL", "Redis (or Valkey) URL"),
     "database_url": ("DATABASE_URL", "PostgreSQL URL"),
     "redis_prefix": ("JUSTCHAT_REDIS_PREFIX", "prefix of every Redis key and topic"),
-    "jwt_secret": ("JUSTCHAT_JWT_SECRET", "HS256 secret shared by gateways and dashboard (32+ chars)"),
+    "jwt_secret": (
+        "JUSTCHAT_JWT_SECRET",
+        "HS256 secret shared by gateways and dashboard (32+ chars)",
+    ),
     "token_ttl_s": ("JUSTCHAT_TOKEN_TTL_S", "lifetime of login tokens"),
     "host": ("JUSTCHAT_HOST", "address a service listens on"),
     "port": ("JUSTCHAT_PORT", "port a service listens on"),
-    "gateway_public_url": ("JUSTCHAT_GATEWAY_PUBLIC_URL", "this gateway's WebSocket URL as clients reach it"),
-    "public_ws_url": ("JUSTCHAT_PUBLIC_WS_URL", "the load balancer's WebSocket URL; /gateway returns it when set"),
+    "gateway_public_url": (
+        "JUSTCHAT_GATEWAY_PUBLIC_URL",
+        "this gateway's WebSocket URL as clients reach it",
+    ),
+    "public_ws_url": (
+        "JUSTCHAT_PUBLIC_WS_URL",
+        "the load balancer's WebSocket URL; /gateway returns it when set",
+    ),
     "partitions": ("JUSTCHAT_PARTITIONS", "command stream partitions (fixed for a deployment)"),
     "history_limit": ("JUSTCHAT_HISTORY_LIMIT", "messages sent on channel_join"),
     "presence_ttl_s": ("JUSTCHAT_PRESENCE_TTL_S", "a dead gateway's members vanish after this"),
     "heartbeat_s": ("JUSTCHAT_HEARTBEAT_S", "gateway heartbeat interval"),
     "lease_ttl_ms": ("JUSTCHAT_LEASE_TTL_MS", "partition lease lifetime of a chat-service replica"),
     "handshake_timeout_s": ("JUSTCHAT_HANDSHAKE_TIMEOUT_S", "time allowed for the hello frame"),
-    "max_frame_bytes": ("JUSTCHAT_MAX_FRAME_BYTES", "largest client frame; larger closes with 1009"),
+    "max_frame_bytes": (
+        "JUSTCHAT_MAX_FRAME_BYTES",
+        "largest client frame; larger closes with 1009",
+    ),
     "max_message_chars": ("JUSTCHAT_MAX_MESSAGE_CHARS", "longest chat message"),
-    "send_queue_frames": ("JUSTCHAT_SEND_QUEUE_FRAMES", "frames queued per connection before it is cut off"),
+    "send_queue_frames": (
+        "JUSTCHAT_SEND_QUEUE_FRAMES",
+        "frames queued per connection before it is cut off",
+    ),
     "recent_window": ("JUSTCHAT_RECENT_WINDOW", "messages per channel kept in Redis for resume"),
     "cors_origins": ("JUSTCHAT_CORS_ORIGINS", "comma-separated origins allowed by the REST API"),
     "log_format": ("JUSTCHAT_LOG_FORMAT", "`text` or `json`"),
@@ -93,14 +108,22 @@ def _validate(s: Settings) -> None:
 
     need(len(s.jwt_secret) >= MIN_SECRET_CHARS, "JUSTCHAT_JWT_SECRET must be set, 32+ characters")
     need(s.redis_url.startswith(("redis://", "rediss://", "unix://")), "REDIS_URL must be redis://")
-    need(s.database_url.startswith(("postgresql://", "postgres://")), "DATABASE_URL must be postgresql://")
+    need(
+        s.database_url.startswith(("postgresql://", "postgres://")),
+        "DATABASE_URL must be postgresql://",
+    )
     need(1 <= s.partitions <= 1024, "JUSTCHAT_PARTITIONS must be 1..1024")
     need(1 <= s.history_limit <= 1000, "JUSTCHAT_HISTORY_LIMIT must be 1..1000")
-    need(s.heartbeat_s > 0 and s.presence_ttl_s > s.heartbeat_s,
-         "JUSTCHAT_PRESENCE_TTL_S must exceed JUSTCHAT_HEARTBEAT_S > 0")
+    need(
+        s.heartbeat_s > 0 and s.presence_ttl_s > s.heartbeat_s,
+        "JUSTCHAT_PRESENCE_TTL_S must exceed JUSTCHAT_HEARTBEAT_S > 0",
+    )
     need(s.lease_ttl_ms >= 300, "JUSTCHAT_LEASE_TTL_MS must be at least 300")
     need(s.handshake_timeout_s > 0, "JUSTCHAT_HANDSHAKE_TIMEOUT_S must be positive")
-    need(1024 <= s.max_frame_bytes <= 16 * 1024 * 1024, "JUSTCHAT_MAX_FRAME_BYTES must be 1 KiB..16 MiB")
+    need(
+        1024 <= s.max_frame_bytes <= 16 * 1024 * 1024,
+        "JUSTCHAT_MAX_FRAME_BYTES must be 1 KiB..16 MiB",
+    )
     need(1 <= s.max_message_chars <= s.max_frame_bytes, "JUSTCHAT_MAX_MESSAGE_CHARS out of range")
     need(s.send_queue_frames >= 8, "JUSTCHAT_SEND_QUEUE_FRAMES must be at least 8")
     need(s.recent_window >= 0, "JUSTCHAT_RECENT_WINDOW must not be negative")

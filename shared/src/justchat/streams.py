@@ -19,7 +19,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar, cast
 
 import asyncpg
 import msgspec
@@ -35,8 +35,14 @@ log = logging.getLogger(__name__)
 BATCH: Final = 200
 BLOCK_MS: Final = 1000
 DEAD_LETTER_MAXLEN: Final = 10_000
-TRANSIENT: Final = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
-                    asyncpg.InterfaceError, asyncpg.CannotConnectNowError, RedisError)
+TRANSIENT: Final = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    RedisError,
+)
 
 C = TypeVar("C", bound=msgspec.Struct)
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -53,9 +59,18 @@ class Handler(Protocol[C]):
 class PartitionWorker(Generic[C]):
     """Consumes one partition stream while its replica holds the partition's lease."""
 
-    def __init__(self, redis: aioredis.Redis, *, stream: str, group: str, consumer: str,
-                 dead_letters: str, decoder: msgspec.msgpack.Decoder[C],
-                 handler: Handler[C], dead_count: Metric | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        dead_letters: str,
+        decoder: msgspec.msgpack.Decoder[C],
+        handler: Handler[C],
+        dead_count: Metric | None = None,
+    ) -> None:
         self.redis, self.stream, self.group, self.consumer = redis, stream, group, consumer
         self.dead_letters, self.decoder, self.handler = dead_letters, decoder, handler
         self.dead_count = dead_count
@@ -90,8 +105,12 @@ class PartitionWorker(Generic[C]):
             )
             if not pending:
                 return
-            ids = [p["message_id"] for p in pending]
-            claimed = await self.redis.xclaim(self.stream, self.group, self.consumer, 0, ids)
+            ids = [cast(bytes, p["message_id"]) for p in pending]
+            reply = await self.redis.xclaim(self.stream, self.group, self.consumer, 0, [*ids])
+            # An entry trimmed from the stream comes back without fields, or not at all.
+            claimed = [
+                (entry_id, fields) for entry_id, fields in cast(list[Entry], reply) if fields
+            ]
             present = {entry_id for entry_id, _ in claimed}
             gone = [i for i in ids if i not in present]  # trimmed away: nothing left to do
             if gone:
@@ -104,7 +123,7 @@ class PartitionWorker(Generic[C]):
         reply = await self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=BATCH, block=BLOCK_MS
         )
-        for _, entries in reply or []:
+        for _, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
             await self._process(entries)
 
     async def _process(self, entries: list[Entry]) -> None:
@@ -141,29 +160,49 @@ class PartitionWorker(Generic[C]):
         await self.redis.xadd(
             self.dead_letters,
             {"stream": self.stream, "entry": entry_id, "c": raw, "error": repr(error)[:500]},
-            maxlen=DEAD_LETTER_MAXLEN, approximate=True,
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
         )
 
 
 class PartitionedConsumer(Generic[C]):
     """Leases plus one ``PartitionWorker`` task per partition this replica owns."""
 
-    def __init__(self, redis: aioredis.Redis, *, name: str, partitions: int, ttl_ms: int,
-                 stream: Callable[[int], str], lease: Callable[[int], str], replicas_key: str,
-                 dead_letters: str, decoder: msgspec.msgpack.Decoder[C], handler: Handler[C],
-                 registry: Registry) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        name: str,
+        partitions: int,
+        ttl_ms: int,
+        stream: Callable[[int], str],
+        lease: Callable[[int], str],
+        replicas_key: str,
+        dead_letters: str,
+        decoder: msgspec.msgpack.Decoder[C],
+        handler: Handler[C],
+        registry: Registry,
+    ) -> None:
         self.redis, self.name, self.stream = redis, name, stream
         self.dead_letters, self.decoder, self.handler = dead_letters, decoder, handler
         self.consumer = f"{name}-{uuid.uuid4().hex[:12]}"
         self.workers: dict[int, asyncio.Task[None]] = {}
         self.leases = PartitionLeases(
-            redis, lease_key=lease, replicas_key=replicas_key, replica=self.consumer,
-            partitions=partitions, ttl_ms=ttl_ms, on_acquire=self._start, on_release=self._stop,
+            redis,
+            lease_key=lease,
+            replicas_key=replicas_key,
+            replica=self.consumer,
+            partitions=partitions,
+            ttl_ms=ttl_ms,
+            on_acquire=self._start,
+            on_release=self._stop,
         )
-        self.dead = registry.counter(f"{name.replace('-', '_')}_dead_letters",
-                                     "entries moved to the dead-letter stream")
-        owned = registry.gauge(f"{name.replace('-', '_')}_partitions_owned",
-                               "stream partitions this replica owns")
+        self.dead = registry.counter(
+            f"{name.replace('-', '_')}_dead_letters", "entries moved to the dead-letter stream"
+        )
+        owned = registry.gauge(
+            f"{name.replace('-', '_')}_partitions_owned", "stream partitions this replica owns"
+        )
         registry.on_collect(lambda: owned.set(len(self.leases.owned)))
 
     async def run(self) -> None:
@@ -174,8 +213,13 @@ class PartitionedConsumer(Generic[C]):
 
     async def _start(self, partition: int) -> None:
         worker = PartitionWorker(
-            self.redis, stream=self.stream(partition), group=self.name, consumer=self.consumer,
-            dead_letters=self.dead_letters, decoder=self.decoder, handler=self.handler,
+            self.redis,
+            stream=self.stream(partition),
+            group=self.name,
+            consumer=self.consumer,
+            dead_letters=self.dead_letters,
+            decoder=self.decoder,
+            handler=self.handler,
             dead_count=self.dead,
         )
         self.workers[partition] = asyncio.create_task(worker.run(), name=f"partition-{partition}")

@@ -54,42 +54,43 @@ class UserFrom(Struct, frozen=True, kw_only=True):
 
 
 # -- client -> server payloads ---------------------------------------------------------------
+# omit_defaults: re-encoding a client frame reproduces it (the golden files check that).
 
 
-class HelloIn(Struct, frozen=True, kw_only=True):
+class HelloIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     token: str | None = None
 
 
-class ChannelIn(Struct, frozen=True, kw_only=True):
+class ChannelIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Payload of frames that name only a channel: channel_leave, chat_typing."""
 
     channel_id: ChannelId
 
 
-class JoinIn(Struct, frozen=True, kw_only=True):
+class JoinIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
     since_seq: Seq | None = None
 
 
-class ChatSendIn(Struct, frozen=True, kw_only=True):
+class ChatSendIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
     content: str
     client_msg_id: Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID)] | None = None
 
 
-class ReactIn(Struct, frozen=True, kw_only=True):
+class ReactIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     emote: Annotated[str, Meta(min_length=1, max_length=64)]
     message_id: str
     channel_id: ChannelId
 
 
-class KickIn(Struct, frozen=True, kw_only=True):
+class KickIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
     target: str
     reason: str | None = None
 
 
-class MuteIn(Struct, frozen=True, kw_only=True):
+class MuteIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """chat_mute, chat_ban and chat_unban: duration in seconds, null or 0 is indefinite."""
 
     channel_id: ChannelId
@@ -98,12 +99,12 @@ class MuteIn(Struct, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-class UnmuteIn(Struct, frozen=True, kw_only=True):
+class UnmuteIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
     target: str
 
 
-class HistoryIn(Struct, frozen=True, kw_only=True):
+class HistoryIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
     before_seq: Seq | None = None
     limit: Annotated[int, Meta(ge=1, le=MAX_HISTORY_PAGE)] = 50
@@ -144,6 +145,13 @@ class _ClientEnvelope(Struct, frozen=True, kw_only=True):
     id: str | None = None
 
 
+class _ClientEnvelopeOut(Struct, frozen=True, kw_only=True):
+    type: str
+    timestamp: str | None
+    id: str | None
+    payload: ClientPayload
+
+
 _envelope_decoder: Final = msgspec.json.Decoder(_ClientEnvelope)
 # strict=False: integer fields also accept numeric strings ("8"), as the original server did.
 _payload_decoders: Final = {
@@ -173,6 +181,20 @@ def decode_client(data: str | bytes) -> ClientFrame:
     except (msgspec.DecodeError, ValueError) as exc:
         raise ProtocolError(ERR_MALFORMED) from exc
     return ClientFrame(type=envelope.type, payload=payload)
+
+
+def encode_client(frame_type: str, payload: ClientPayload, *, stamp: bool = False) -> bytes:
+    """Encode a client frame (the Python client sends these); ``stamp`` adds timestamp and id."""
+    if CLIENT_PAYLOADS.get(frame_type) is not type(payload):
+        raise ValueError(f"{type(payload).__name__} is not the payload of {frame_type!r}")
+    return _client_encoder.encode(
+        _ClientEnvelopeOut(
+            type=frame_type,
+            timestamp=utc_timestamp() if stamp else None,
+            id=new_id() if stamp else None,
+            payload=payload,
+        )
+    )
 
 
 # -- server -> client payloads ---------------------------------------------------------------
@@ -352,6 +374,7 @@ AnyServerFrame = (
 )
 
 _server_encoder: Final = msgspec.json.Encoder()
+_client_encoder: Final = _server_encoder
 _server_decoder: Final = msgspec.json.Decoder(AnyServerFrame)
 
 
@@ -371,7 +394,8 @@ def encode_frame(frame: ServerFrame) -> bytes:
 
 def decode_server(data: str | bytes) -> AnyServerFrame:
     """Decode a server frame (the Python client and the tests use this)."""
-    return _server_decoder.decode(data)
+    frame: AnyServerFrame = _server_decoder.decode(data)
+    return frame
 
 
 def error_frame(detail: str, *, retry_after_ms: int | None = None) -> bytes:

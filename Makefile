@@ -1,0 +1,57 @@
+# justchat — `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+MEMBERS := shared gateway chat-service presence-service dashboard-service
+SRC_DIRS := $(addsuffix /src,$(MEMBERS))
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast check fmt bench compose-up compose-config requirements clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.txt
+	@# The workspace members run from their src/ folders (an editable install with no build step).
+	printf '%s\n' $(addprefix $(CURDIR)/,$(SRC_DIRS)) > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/justchat-workspace.pth"
+	touch $@
+
+install: $(STAMP) ## create .venv and install the pinned dependencies
+
+run: $(STAMP) ## start the whole system (private Redis/PostgreSQL unless REDIS_URL/DATABASE_URL are set)
+	$(BIN)/python -m justchat.stack
+
+test: $(STAMP) ## run every test against real Redis and PostgreSQL (configured, else private)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+check: $(STAMP) ## lint, format check and strict type check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(SRC_DIRS)
+
+fmt: $(STAMP) ## format the code and apply safe lint fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## measure throughput and latency through a running stack of private servers
+	$(BIN)/python -m bench
+
+compose-config: ## validate docker-compose.yml
+	docker-compose -f docker-compose.yml config --quiet
+
+compose-up: ## run the production-like topology with docker compose
+	docker compose up --build
+
+requirements: ## re-pin requirements.txt from the pyproject files (needs uv)
+	uv lock
+	uv export --all-packages --all-groups --no-emit-workspace --no-editable --format requirements-txt -o requirements.txt
+
+clean: ## remove the virtualenv and the private servers' data
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,250 @@
+"""The whole topology end to end: two gateways, chat-service, presence-service, dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+from justchat import wire
+from justchat.client import Client
+from justchat.keys import Keys
+from justchat.stack import Stack
+
+QUIET_S = 0.5
+
+
+def names(members: wire.MembersOut) -> list[str]:
+    return [m.username for m in members.members]
+
+
+async def assert_quiet(client: Client) -> None:
+    """Nothing more arrives for this client (within QUIET_S)."""
+    try:
+        frame = await client.recv(QUIET_S)
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected frame {frame}")
+
+
+async def joined(client: Client, channel_id: int) -> wire.MembersOut:
+    """Join and consume the joiner's frames up to its own channel_join; return the members."""
+    await client.join(channel_id)
+    members = await client.expect("channel_members")
+    join = await client.recv()
+    assert isinstance(join, wire.JoinFrame)
+    assert join.payload.user == client.user
+    return members.payload  # type: ignore[no-any-return]
+
+
+async def test_two_gateways_see_each_other_in_protocol_order(connect, channel_id: int) -> None:
+    a = await connect(0)
+    b = await connect(1)
+    assert a.user.is_guest and b.user.is_guest and a.user != b.user
+
+    # Joining a new channel: no history, then members, then join, to the joiner.
+    await a.join(channel_id)
+    first = await a.recv()
+    assert isinstance(first, wire.MembersFrame)
+    assert names(first.payload) == [a.user.username]
+    own_join = await a.recv()
+    assert isinstance(own_join, wire.JoinFrame) and own_join.payload.user == a.user
+
+    # b joins on the other gateway: both see members (both users) then b's join.
+    await b.join(channel_id)
+    for client in (b, a):
+        members = await client.recv()
+        assert isinstance(members, wire.MembersFrame), members
+        assert names(members.payload) == [a.user.username, b.user.username]
+        join = await client.recv()
+        assert isinstance(join, wire.JoinFrame) and join.payload.user == b.user
+
+    # Messages: stored, then broadcast to everyone including the sender, same order for all.
+    await a.send(channel_id, "hello from a")
+    await b.send(channel_id, "hello from b")
+    seen = {}
+    for client in (a, b):
+        frames = [await client.recv(), await client.recv()]
+        assert all(isinstance(f, wire.ChatSendFrame) for f in frames)
+        seen[client.user.username] = [
+            (f.payload.seq, f.payload.sender, f.payload.content, f.id) for f in frames
+        ]
+    assert seen[a.user.username] == seen[b.user.username]
+    assert [s for s, *_ in seen[a.user.username]] == [1, 2]
+    assert {c for _, _, c, _ in seen[a.user.username]} == {"hello from a", "hello from b"}
+
+    # Typing reaches every member, the typist too.
+    await b.typing(channel_id)
+    for client in (a, b):
+        typing = await client.recv()
+        assert isinstance(typing, wire.TypingFrame) and typing.payload.user == b.user
+
+    # Leave: the others get members then leave; the leaver gets nothing.
+    await b.leave(channel_id)
+    members = await a.recv()
+    assert isinstance(members, wire.MembersFrame)
+    assert names(members.payload) == [a.user.username]
+    leave = await a.recv()
+    assert isinstance(leave, wire.LeaveFrame) and leave.payload.user == b.user
+    await assert_quiet(b)
+
+    # Closing a connection leaves its channels too, across gateways.
+    c = await connect(1)
+    await joined(c, channel_id)
+    await a.expect("channel_join", where=lambda f: f.payload.user == c.user)
+    await c.close()
+    members = await a.expect("channel_members")
+    assert names(members.payload) == [a.user.username]
+    leave = await a.recv()
+    assert isinstance(leave, wire.LeaveFrame) and leave.payload.user == c.user
+
+
+async def test_one_user_with_two_connections_is_one_member(
+    connect, channel_id: int, registered
+) -> None:
+    token = registered["token"]
+    tab1 = await connect(0, token=token)
+    tab2 = await connect(1, token=token)
+    watcher = await connect(0)
+    await joined(watcher, channel_id)
+    await joined(tab1, channel_id)
+    await watcher.expect("channel_join")
+    members = await joined(tab2, channel_id)
+    assert names(members) == [watcher.user.username, tab1.user.username]
+    # The watcher sees the list again, but no second join of the same user.
+    again = await watcher.recv()
+    assert isinstance(again, wire.MembersFrame)
+    await assert_quiet(watcher)
+    # Closing one tab changes nothing for the others; closing the last one is a leave.
+    await tab1.close()
+    await assert_quiet(watcher)
+    await tab2.close()
+    members_frame = await watcher.expect("channel_members")
+    assert names(members_frame.payload) == [watcher.user.username]
+    leave = await watcher.recv()
+    assert isinstance(leave, wire.LeaveFrame) and leave.payload.user == tab2.user
+
+
+async def test_history_on_join_comes_from_postgres_after_every_service_restarts(
+    stack: Stack,
+    connect,
+    channel_id: int,
+    registered,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    member = await connect(0, token=registered["token"])
+    guest = await connect(1)
+    await joined(member, channel_id)
+    await joined(guest, channel_id)
+    await member.expect("channel_join")
+    sent = []
+    for i, (client, text) in enumerate([(member, "one"), (guest, "two"), (member, "three")]):
+        await client.send(channel_id, text)
+        echo = await client.expect("chat_send")
+        assert echo.payload.seq == i + 1
+        sent.append((echo.id, echo.payload.seq, echo.payload.sender, text))
+    await member.close()
+    await guest.close()
+
+    await stack.restart()
+    # Redis keeps nothing that history depends on: drop the channel's keys to prove it.
+    redis = aioredis.Redis.from_url(redis_url)
+    keys = Keys(redis_prefix)
+    await redis.delete(keys.channel_recent(channel_id), keys.channel_conns(channel_id))
+    await redis.aclose()
+
+    late = await connect(1)
+    await late.join(channel_id)
+    history = [await late.recv() for _ in sent]
+    assert all(isinstance(f, wire.ChatSendFrame) for f in history)
+    assert [(f.id, f.payload.seq, f.payload.sender, f.payload.content) for f in history] == sent
+    assert history[1].payload.sender.is_guest and not history[0].payload.sender.is_guest
+    assert all(f.timestamp.endswith("Z") for f in history)
+    members = await late.recv()
+    assert isinstance(members, wire.MembersFrame)
+    assert names(members.payload) == [late.user.username]
+    assert isinstance(await late.recv(), wire.JoinFrame)
+
+
+async def test_history_is_the_last_n_oldest_first(connect, channel_id: int) -> None:
+    a = await connect(0)
+    await joined(a, channel_id)
+    for i in range(55):
+        await a.send(channel_id, f"m{i}")
+    for _ in range(55):
+        await a.expect("chat_send")
+    b = await connect(1)
+    await b.join(channel_id)
+    history = [await b.recv() for _ in range(50)]
+    assert [f.payload.content for f in history] == [f"m{i}" for i in range(5, 55)]
+    assert [f.payload.seq for f in history] == list(range(6, 56))
+    assert isinstance(await b.recv(), wire.MembersFrame)
+
+
+async def test_messages_sent_while_joining_are_neither_missed_nor_duplicated(
+    connect, channel_id: int
+) -> None:
+    sender = await connect(0)
+    await joined(sender, channel_id)
+    total = 60
+
+    async def send_all() -> None:
+        for i in range(total):
+            await sender.send(channel_id, f"n{i}")
+            await asyncio.sleep(0.002)
+
+    sending = asyncio.create_task(send_all())
+    await asyncio.sleep(0.02)
+    joiner = await connect(1)
+    await joiner.join(channel_id)
+    await sending
+    contents = []
+    while len(contents) < total:
+        frame = await joiner.recv()
+        if isinstance(frame, wire.ChatSendFrame):
+            contents.append(frame.payload.content)
+    assert contents == [f"n{i}" for i in range(total)]
+    await assert_quiet_of_messages(joiner)
+
+
+async def assert_quiet_of_messages(client: Client) -> None:
+    while True:
+        try:
+            frame = await client.recv(QUIET_S)
+        except TimeoutError:
+            return
+        assert not isinstance(frame, wire.ChatSendFrame), frame
+
+
+async def test_guests_are_unique_and_stored(connect, database_url: str) -> None:
+    clients = [await connect() for _ in range(6)]
+    usernames = [c.user.username for c in clients]
+    assert len(set(usernames)) == 6
+    assert all(u.startswith("Guest") and u[5:].isdigit() for u in usernames)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(50):
+            rows = await conn.fetch(
+                "SELECT username, is_guest, role FROM users WHERE username = ANY($1)", usernames
+            )
+            if len(rows) == 6:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    assert sorted(r["username"] for r in rows) == sorted(usernames)
+    assert all(r["is_guest"] and r["role"] == "guest" for r in rows)
+
+
+async def test_every_service_reports_health_and_metrics(stack: Stack) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        for service in stack.services:
+            health = await http.get(f"http://127.0.0.1:{service.port}/health")
+            assert health.status_code == 200, (service.name, health.text)
+            assert health.json()["status"] == "ok"
+            metrics = await http.get(f"http://127.0.0.1:{service.port}/metrics")
+            assert metrics.status_code == 200
+            assert "# TYPE justchat_" in metrics.text
