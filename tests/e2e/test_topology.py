@@ -143,7 +143,7 @@ async def test_history_on_join_comes_from_postgres_after_every_service_restarts(
     sent = []
     for i, (client, text) in enumerate([(member, "one"), (guest, "two"), (member, "three")]):
         await client.send(channel_id, text)
-        echo = await client.expect("chat_send")
+        echo = await client.expect("chat_send", where=lambda f, t=text: f.payload.content == t)
         assert echo.payload.seq == i + 1
         sent.append((echo.id, echo.payload.seq, echo.payload.sender, text))
     await member.close()

@@ -48,5 +48,6 @@ def setup(service: str, *, fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's access log repeats what the metrics already count.
+    # uvicorn logs every request and WebSocket at INFO: the metrics count those instead.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
