@@ -248,3 +248,26 @@ async def test_every_service_reports_health_and_metrics(stack: Stack) -> None:
             metrics = await http.get(f"http://127.0.0.1:{service.port}/metrics")
             assert metrics.status_code == 200
             assert "# TYPE justchat_" in metrics.text
+
+
+async def test_a_killed_service_is_restarted_and_nothing_sent_is_lost(
+    stack: Stack, connect, channel_id: int
+) -> None:
+    a = await connect(0)
+    b = await connect(1)
+    await joined(a, channel_id)
+    await joined(b, channel_id)
+    chat = stack.service("chat")
+    assert chat.process is not None
+    restarts = chat.restarts
+    chat.process.kill()  # SIGKILL: no chance to release its partition leases
+    await a.send(channel_id, "sent while chat-service is down")
+    # The supervisor restarts it; the new replica takes the partitions over once the dead one's
+    # leases expire, and processes the pending command.
+    got = await b.expect("chat_send", timeout_s=30)
+    assert got.payload.content == "sent while chat-service is down"
+    assert got.payload.seq == 1
+    assert chat.restarts == restarts + 1
+    async with httpx.AsyncClient(timeout=5) as http:
+        health = await http.get(chat.health_url)
+    assert health.status_code == 200

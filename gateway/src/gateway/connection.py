@@ -28,11 +28,12 @@ class Connection:
         self.websocket = websocket
         self.session = session
         self.conn_id = session.conn_id
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_frames)
+        # Frames are queued as text: fan-out decodes each event once, not once per recipient.
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_frames)
         self.closing: tuple[int, str] | None = None
         self.writer = asyncio.create_task(self._write(), name=f"writer-{self.conn_id}")
 
-    def deliver(self, channel_id: int, seq: int, frame: bytes) -> None:
+    def deliver(self, channel_id: int, seq: int, frame: str) -> None:
         """A live channel event: sent unless buffered (joining) or already seen."""
         out = self.session.accept(channel_id, seq, frame)
         if out is not None:
@@ -40,9 +41,9 @@ class Connection:
 
     def send_frames(self, frames: list[bytes]) -> None:
         for frame in frames:
-            self.send(frame)
+            self.send(frame.decode())
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: str) -> None:
         if self.closing is not None:
             return
         try:
@@ -67,7 +68,7 @@ class Connection:
     async def _write(self) -> None:
         try:
             while (frame := await self.queue.get()) is not None:
-                await asyncio.wait_for(self.websocket.send_text(frame.decode()), SEND_TIMEOUT_S)
+                await asyncio.wait_for(self.websocket.send_text(frame), SEND_TIMEOUT_S)
         except (WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
             return  # the reader side notices the closed socket and cleans up
         finally:

@@ -79,16 +79,12 @@ class Gateway:
             return
         conn = Connection(websocket, session, self.settings.send_queue_frames)
         self.hub.connections[conn.conn_id] = conn
-        user = session.user
-        conn.send(
-            wire.encode_frame(
-                wire.HelloFrame(
-                    timestamp=wire.utc_timestamp(),
-                    id=wire.new_id(),
-                    payload=wire.HelloOut(token=None, user=user),
-                )
-            )
+        hello = wire.HelloFrame(
+            timestamp=wire.utc_timestamp(),
+            id=wire.new_id(),
+            payload=wire.HelloOut(token=None, user=session.user),
         )
+        conn.send_frames([wire.encode_frame(hello)])
         log.debug("connection %s is %s", conn.conn_id, session.username)
         try:
             await self._serve(websocket, conn)
@@ -233,7 +229,8 @@ class Gateway:
             conn.send_frames(direct.frames)
             return
         conn.send_frames(direct.frames)
-        conn.send_frames(session.finish_join(channel_id, direct.last_seq))
+        for frame in session.finish_join(channel_id, direct.last_seq):
+            conn.send(frame)
         await self._presence(
             events.PresenceJoin(channel_id=channel_id, origin=self._origin(conn), user=session.user)
         )
@@ -263,7 +260,7 @@ class Gateway:
 
     def _error(self, conn: Connection, detail: str) -> None:
         self.errors_out.inc()
-        conn.send(wire.error_frame(detail))
+        conn.send_frames([wire.error_frame(detail)])
 
     async def _command(self, partition: int, command: Command) -> None:
         await self._xadd(self.keys.cmd_stream(partition), command)

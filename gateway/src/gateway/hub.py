@@ -142,8 +142,9 @@ class Hub:
             return
         local = self.members.get(channel_id)
         if local:
+            frame = event.frame.decode()
             for member in list(local.values()):
-                member.deliver(channel_id, event.seq, event.frame)
+                member.deliver(channel_id, event.seq, frame)
             self.frames_out.inc(len(local))
 
     def _direct(self, event: Direct) -> None:

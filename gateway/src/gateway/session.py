@@ -19,7 +19,7 @@ from justchat.wire import UserFrom
 @dataclass(slots=True)
 class ChannelState:
     last_seq: int = 0
-    buffer: list[tuple[int, bytes]] | None = field(default_factory=list)  # None once joined
+    buffer: list[tuple[int, str]] | None = field(default_factory=list)  # None once joined
 
     @property
     def joined(self) -> bool:
@@ -57,7 +57,7 @@ class Session:
         """Start buffering the channel's live events (a re-join starts over)."""
         self.channels[channel_id] = ChannelState()
 
-    def finish_join(self, channel_id: int, history_last_seq: int) -> list[bytes]:
+    def finish_join(self, channel_id: int, history_last_seq: int) -> list[str]:
         """The history reached ``history_last_seq``: return the buffered frames still owed."""
         state = self.channels[channel_id]
         buffered = state.buffer or []
@@ -69,7 +69,7 @@ class Session:
         """Forget the channel; False if this connection was not in it."""
         return self.channels.pop(channel_id, None) is not None
 
-    def accept(self, channel_id: int, seq: int, frame: bytes) -> bytes | None:
+    def accept(self, channel_id: int, seq: int, frame: str) -> str | None:
         """Route one live event: the frame to send now, or None (buffered, stale or not ours)."""
         state = self.channels.get(channel_id)
         if state is None:
