@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio
 
 from justchat import devservers, settings
 
@@ -59,8 +60,17 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}:"
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix of this session's own; its keys are deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

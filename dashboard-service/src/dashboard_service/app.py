@@ -1,0 +1,115 @@
+"""dashboard-service: accounts, login tokens, gateway discovery (and, later, the dashboard)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Final, Literal
+
+from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import OpenAPI, Operation
+from litestar.types import Method
+
+from dashboard_service.deps import DEPENDENCIES, SERVICES, SETTINGS, Services
+from dashboard_service.errors import EXCEPTION_HANDLERS
+from dashboard_service.gateways import GatewayDirectory
+from dashboard_service.guards import provide_current_user
+from dashboard_service.passwords import Passwords
+from dashboard_service.routes import (
+    AuthController,
+    RequestCounter,
+    get_gateway,
+    openapi_json,
+    ops_routes,
+)
+from dashboard_service.store import UserStore
+from justchat import db
+from justchat.keys import Keys
+from justchat.metrics import Registry
+from justchat.service import redis_client
+from justchat.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX: Final = "/api/v1"
+# Litestar answers unknown paths under its docs path with an HTML page, so the docs live one
+# level down and /api/v1/openapi.json is served by a handler of ours.
+DOCS_PATH: Final = f"{API_PREFIX}/docs"
+CORS_METHODS: Final[list[Method | Literal["*"]]] = ["GET", "POST", "PATCH", "DELETE", "OPTIONS"]
+CORS_HEADERS: Final = ["Authorization", "Content-Type"]
+# Bodies here are a name and a password; anything near this size is abuse, not a signup.
+MAX_BODY_BYTES: Final = 64 * 1024
+
+
+def create_app(settings: Settings) -> Litestar:
+    registry = Registry()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await db.create_pool(settings.database_url)
+        redis = redis_client(settings.redis_url)
+        try:
+            app.state[SERVICES] = Services(
+                pool=pool,
+                redis=redis,
+                users=UserStore(pool),
+                gateways=GatewayDirectory(redis, Keys(settings.redis_prefix)),
+                passwords=await Passwords.create(),
+            )
+            log.info("dashboard-service ready")
+            yield
+        finally:
+            app.state.pop(SERVICES, None)
+            await redis.aclose()
+            await pool.close()
+
+    # The dashboard's controller joins these (guarded by guards.require_roles).
+    api = Router(path=API_PREFIX, route_handlers=[AuthController, get_gateway, openapi_json])
+    app = Litestar(
+        route_handlers=[api, *ops_routes(registry)],
+        lifespan=[lifespan],
+        state=State({SETTINGS: settings}),
+        dependencies={**DEPENDENCIES, "current_user": Provide(provide_current_user)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[RequestCounter(registry)],
+        cors_config=CORSConfig(
+            allow_origins=_origins(settings.cors_origins),
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS,
+        ),
+        openapi_config=OpenAPIConfig(
+            title="justchat REST API",
+            version="1.0.0",
+            description="Accounts, login tokens and gateway discovery (protocol section 7).",
+            path=DOCS_PATH,
+            render_plugins=[SwaggerRenderPlugin(path="/")],
+        ),
+        request_max_body_size=MAX_BODY_BYTES,
+        # uvicorn's process logging is set up by justchat.logs; Litestar must not replace it.
+        logging_config=None,
+    )
+    _drop_litestar_400(app.openapi_schema)
+    return app
+
+
+def _origins(value: str) -> list[str]:
+    return [origin.strip() for origin in value.split(",") if origin.strip()] or ["*"]
+
+
+def _drop_litestar_400(schema: OpenAPI) -> None:
+    """Remove the 400 response Litestar documents for every handler that takes input.
+
+    It describes Litestar's own error shape; the exception handlers answer 422 with a string
+    ``detail`` instead, which each such handler documents itself.
+    """
+    for path_item in (schema.paths or {}).values():
+        for method in ("get", "post", "patch", "put", "delete"):
+            operation: Operation | None = getattr(path_item, method, None)
+            if operation is not None and operation.responses is not None:
+                operation.responses.pop("400", None)

@@ -1,0 +1,62 @@
+"""What handlers receive by name: the clients opened in the lifespan, and the settings.
+
+The lifespan puts one ``Services`` on ``app.state``; the providers below hand its parts to any
+handler that names them as parameters (``users: UserStore``, ``settings: Settings``...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+import redis.asyncio as aioredis
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from dashboard_service.gateways import GatewayDirectory
+from dashboard_service.passwords import Passwords
+from dashboard_service.store import UserStore
+from justchat.settings import Settings
+
+SETTINGS: Final = "settings"
+SERVICES: Final = "services"
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    users: UserStore
+    gateways: GatewayDirectory
+    passwords: Passwords
+
+
+def services_of(state: State) -> Services:
+    services: Services = state[SERVICES]
+    return services
+
+
+def settings_of(state: State) -> Settings:
+    settings: Settings = state[SETTINGS]
+    return settings
+
+
+def _users(state: State) -> UserStore:
+    return services_of(state).users
+
+
+def _gateways(state: State) -> GatewayDirectory:
+    return services_of(state).gateways
+
+
+def _passwords(state: State) -> Passwords:
+    return services_of(state).passwords
+
+
+DEPENDENCIES: Final = {
+    "settings": Provide(settings_of, sync_to_thread=False),
+    "users": Provide(_users, sync_to_thread=False),
+    "gateways": Provide(_gateways, sync_to_thread=False),
+    "passwords": Provide(_passwords, sync_to_thread=False),
+}

@@ -1,0 +1,121 @@
+"""The dashboard app, in process, on the session's real PostgreSQL and Redis (root conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from litestar import Litestar
+
+from dashboard_service import create_app
+from justchat.keys import Keys
+from justchat.service import redis_client
+from justchat.settings import Settings, from_env
+
+JWT_SECRET = "x" * 40
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, redis_prefix: str) -> Settings:
+    return from_env(
+        {},
+        jwt_secret=JWT_SECRET,
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+    )
+
+
+@pytest.fixture(scope="session")
+def keys(redis_prefix: str) -> Keys:
+    return Keys(redis_prefix)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Run the app's ASGI lifespan the way uvicorn does: startup, serve, shutdown.
+
+    The protocol runs in a task of its own, so that setup and teardown of a session fixture may
+    happen in different tasks (they do under pytest-asyncio) without tripping anyio's cancel
+    scopes, which must be left by the task that entered them.
+    """
+    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    task = asyncio.create_task(app(scope, to_app.get, from_app.put))  # type: ignore[arg-type]
+
+    async def step(event: str) -> None:
+        await to_app.put({"type": f"lifespan.{event}"})
+        reply = await asyncio.wait_for(from_app.get(), timeout=30)
+        if reply["type"] != f"lifespan.{event}.complete":
+            with contextlib.suppress(Exception):
+                await task
+            raise RuntimeError(f"lifespan {event} failed: {reply.get('message')}")
+
+    await step("startup")
+    try:
+        yield
+    finally:
+        await step("shutdown")
+        await asyncio.wait_for(task, timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def _serve_app(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    # Litestar types its ASGI callable more narrowly than httpx expects; it is a plain ASGI app.
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(transport=transport, base_url="http://dashboard.test") as client,
+    ):
+        yield client
+
+
+def _serve(settings: Settings) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
+    return _serve_app(create_app(settings))
+
+
+ServeApp = Callable[[Litestar], contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+Serve = Callable[[Settings], contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> ServeApp:
+    """``async with serve_app(app) as client``: ``app`` in-process with its lifespan running."""
+    return _serve_app
+
+
+@pytest.fixture(scope="session")
+def serve() -> Serve:
+    """``async with serve(settings) as client``: a second app, configured differently."""
+    return _serve
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with _serve(settings) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = redis_client(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str, client: httpx.AsyncClient) -> AsyncIterator[asyncpg.Pool]:
+    """Direct SQL for arranging rows the API cannot create (guests, deletions).
+
+    Depends on ``client`` so that the app's lifespan has migrated the schema first.
+    """
+    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    yield pool
+    await pool.close()
