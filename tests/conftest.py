@@ -19,6 +19,8 @@ STACK_ENV = {
     "JUSTCHAT_HEARTBEAT_S": "0.5",
     "JUSTCHAT_LEASE_TTL_MS": "2000",
     "JUSTCHAT_HANDSHAKE_TIMEOUT_S": "2",
+    # Exact PROTOCOL.md order for every join and leave; coalescing has its own tests.
+    "JUSTCHAT_MEMBERS_INTERVAL_MS": "0",
 }
 
 

@@ -92,6 +92,8 @@ class CommandProcessor:
                     self.keys.channel_topic(m.channel_id),
                     events.encode(events.ChannelEvent(seq=m.seq, frame=frame)),
                 )
+                # A message ends its sender's typing: the next keystroke is announced at once.
+                pipe.delete(self.keys.channel_typing(m.channel_id, m.sender_username))
             await pipe.execute()
         self.published.inc(len(messages))
 

@@ -101,6 +101,7 @@ async def _heartbeat(gw: Gateway, keys: Keys, public_url: str) -> None:
 
 async def _reannounce(gw: Gateway) -> None:
     for conn in list(gw.hub.connections.values()):
+        await gw.announce_online(conn, online=True)
         for channel_id, channel in list(conn.session.channels.items()):
             if channel.joined:
                 await gw._presence(

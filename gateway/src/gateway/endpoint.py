@@ -25,7 +25,7 @@ from gateway.session import Session
 from justchat import auth, events, wire
 from justchat.errors import AuthError, ProtocolError
 from justchat.events import Command, Origin
-from justchat.keys import Keys, partition_of
+from justchat.keys import Keys, partition_of, partition_of_user
 from justchat.metrics import Registry
 from justchat.settings import Settings
 
@@ -87,6 +87,7 @@ class Gateway:
         conn.send_frames([wire.encode_frame(hello)])
         log.debug("connection %s is %s", conn.conn_id, session.username)
         try:
+            await self.announce_online(conn, online=True)
             await self._serve(websocket, conn)
         finally:
             await self._disconnect(conn)
@@ -136,7 +137,8 @@ class Gateway:
             await asyncio.sleep(0.1)
         username = f"Guest{number}"
         await self._command(
-            partition_of(int(number), self.settings.partitions), events.GuestCmd(username=username)
+            partition_of_user(username, self.settings.partitions),
+            events.GuestCmd(username=username),
         )
         return username
 
@@ -251,7 +253,18 @@ class Gateway:
             except (RedisError, OSError, Unavailable) as exc:
                 # The heartbeat-less expiry in presence-service removes it later.
                 log.warning("leave of %s from %s not recorded: %r", conn.conn_id, channel_id, exc)
+        await self.announce_online(conn, online=False)
         await conn.drain()
+
+    async def announce_online(self, conn: Connection, *, online: bool) -> None:
+        command = events.PresenceOnline(
+            origin=self._origin(conn), username=conn.session.username, online=online
+        )
+        try:
+            await self._presence(command)
+        except (RedisError, OSError) as exc:
+            # Not fatal: the heartbeat re-announces every connection after an outage.
+            log.warning("online state of %s not recorded: %r", conn.conn_id, exc)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -266,7 +279,11 @@ class Gateway:
         await self._xadd(self.keys.cmd_stream(partition), command)
 
     async def _presence(self, command: events.AnyPresenceCmd) -> None:
-        partition = partition_of(command.channel_id, self.settings.partitions)
+        if isinstance(command, events.PresenceOnline):
+            # Keyed by connection: its online and offline land in one partition, in order.
+            partition = partition_of_user(command.origin.conn, self.settings.partitions)
+        else:
+            partition = partition_of(command.channel_id, self.settings.partitions)
         await self._xadd(self.keys.presence_stream(partition), command)
 
     async def _xadd(self, stream: str, command: Struct) -> None:

@@ -31,7 +31,7 @@ def create_app(settings: Settings) -> Starlette:
         keys = Keys(settings.redis_prefix)
         redis = redis_client(settings.redis_url)
         store = PresenceStore(redis, keys)
-        handler = PresenceHandler(store, redis, keys, registry)
+        handler = PresenceHandler(store, redis, keys, settings, registry)
         consumer = PartitionedConsumer(
             redis,
             name="presence",
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await handler.close()
             await redis.aclose()
 
     async def health() -> dict[str, Any]:

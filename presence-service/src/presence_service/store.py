@@ -45,6 +45,26 @@ return out
 """
 
 
+_ONLINE = """
+if ARGV[3] == '1' then
+    if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+        redis.call('SADD', KEYS[3], ARGV[4])
+        return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+    end
+    return -1
+end
+redis.call('SREM', KEYS[3], ARGV[4])
+local user = redis.call('HGET', KEYS[1], ARGV[1])
+if not user then return -1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local left = redis.call('HINCRBY', KEYS[2], user, -1)
+if left <= 0 then redis.call('HDEL', KEYS[2], user) end
+return left
+"""
+
+ONLINE_MARK = "~"  # stands for the channel in gw:{id}:conns entries that record a connection
+
+
 class Member(Struct, frozen=True):
     first_seen_ms: int
     user: UserFrom
@@ -81,6 +101,7 @@ class PresenceStore:
         self.redis, self.keys = redis, keys
         self._join = redis.register_script(_JOIN)
         self._leave = redis.register_script(_LEAVE)
+        self._online = redis.register_script(_ONLINE)
 
     async def join(self, channel_id: int, origin: Origin, user: UserFrom) -> JoinResult:
         value = f"{int(time.time() * 1000)}|{int(user.is_guest)}|{user.username}"
@@ -114,18 +135,37 @@ class PresenceStore:
             members=member_list(rest),
         )
 
+    async def set_online(self, origin: Origin, username: str, online: bool) -> int:
+        """Record a connection opening or closing (``username`` matters only when opening).
+
+        Returns the user's live connections afterwards, or -1 when nothing changed (a repeated
+        or late command).
+        """
+        reply = await self._online(
+            keys=[
+                self.keys.online_conns,
+                self.keys.online_users,
+                self.keys.gateway_conns(origin.gateway),
+            ],
+            args=[_field(origin), username, "1" if online else "0", f"{ONLINE_MARK}|{origin.conn}"],
+        )
+        return int(reply)
+
     async def dead_gateways(self) -> list[str]:
         now_ms = int(time.time() * 1000)
         found = await self.redis.zrangebyscore(self.keys.gateways, "-inf", now_ms)
         return [cast(bytes, g).decode() for g in found]
 
-    async def gateway_connections(self, gateway: str) -> list[tuple[int, str]]:
-        """(channel, conn) pairs a gateway still has in presence."""
-        pairs = []
+    async def gateway_connections(self, gateway: str) -> tuple[list[tuple[int, str]], list[str]]:
+        """What a gateway still has in presence: (channel, conn) pairs, and its online conns."""
+        pairs, online = [], []
         for item in await self.redis.smembers(self.keys.gateway_conns(gateway)):
             channel, conn = cast(bytes, item).decode().split("|", 1)
-            pairs.append((int(channel), conn))
-        return pairs
+            if channel == ONLINE_MARK:
+                online.append(conn)
+            else:
+                pairs.append((int(channel), conn))
+        return pairs, online
 
     async def forget_gateway(self, gateway: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

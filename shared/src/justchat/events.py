@@ -65,7 +65,25 @@ class GuestCmd(Command, frozen=True, kw_only=True, tag="guest"):
     username: str
 
 
-ChatCommand = SendCmd | JoinCmd | GuestCmd
+class ModerateCmd(Command, frozen=True, kw_only=True, tag="moderate"):
+    """kick, mute, unmute, ban or unban ``target`` (a username) in a channel.
+
+    From a gateway, ``origin`` is the moderator's connection (errors go back to it); from the
+    REST API it is None and the dashboard waits for the sanction or audit row instead.
+    chat-service checks the actor's role in PostgreSQL, writes the sanction and the audit row,
+    then broadcasts the frame and the ``Control`` that makes every gateway enforce it.
+    """
+
+    action: str
+    channel_id: int
+    actor: Actor
+    target: str
+    duration_s: int | None = None  # mute and ban: None or 0 means until lifted
+    reason: str | None = None
+    origin: Origin | None = None
+
+
+ChatCommand = SendCmd | JoinCmd | GuestCmd | ModerateCmd
 
 # -- presence-service commands (stream presence) ---------------------------------------------
 
@@ -90,7 +108,15 @@ class PresenceTyping(PresenceCmd, frozen=True, kw_only=True, tag="typing"):
     user: UserFrom
 
 
-AnyPresenceCmd = PresenceJoin | PresenceLeave | PresenceTyping
+class PresenceOnline(PresenceCmd, frozen=True, kw_only=True, tag="online"):
+    """A connection opened (``online``) or closed: a user is online while any connection lives."""
+
+    origin: Origin
+    username: str
+    online: bool
+
+
+AnyPresenceCmd = PresenceJoin | PresenceLeave | PresenceTyping | PresenceOnline
 
 # -- pub/sub ---------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 All names start with the configured prefix (``JUSTCHAT_REDIS_PREFIX``, default ``jc:``), so
 several deployments or test runs can share one Redis. Keys that belong to one chat channel share
-the hash tag ``{ch:N}`` so that they land in one slot under Redis Cluster.
+the hash tag ``{ch:N}`` so that they land in one slot under Redis Cluster. (In values, ``/`` below
+stands for the ``|`` separator.)
 
 | name | type | written by | holds |
 |---|---|---|---|
@@ -19,12 +20,14 @@ the hash tag ``{ch:N}`` so that they land in one slot under Redis Cluster.
 | ``{ch:N}:conns`` | hash | presence-service | connection -> member of channel N |
 | ``{ch:N}:typing:{user}`` | string | presence-service | typing marker with a short TTL |
 | ``gw:{id}:inbox`` | pub/sub | chat-service | frames addressed to one gateway's conns |
-| ``gw:{id}:conns`` | set | presence-service | ``channel | conn`` pairs of gateway id |
+| ``gw:{id}:conns`` | set | presence-service | ``channel/conn`` pairs (``~/conn`` for online) |
 | ``gateways`` | zset | gateway | gateway id scored by heartbeat expiry |
 | ``gateway-urls`` | hash | gateway | gateway id -> public WebSocket URL |
 | ``gateway-rr`` | string | dashboard | round-robin counter for /gateway |
 | ``channels`` | set | chat-service | ids of channels that exist |
 | ``active-channels`` | zset | presence-service | channel id -> live connection count |
+| ``online-conns`` | hash | presence-service | ``gateway/conn`` -> username of live connections |
+| ``online-users`` | hash | presence-service | username -> number of live connections |
 | ``guest-seq`` | string | gateway, chat | last guest number handed out |
 """
 
@@ -125,6 +128,14 @@ class Keys:
         return f"{self.prefix}active-channels"
 
     @property
+    def online_conns(self) -> str:
+        return f"{self.prefix}online-conns"
+
+    @property
+    def online_users(self) -> str:
+        return f"{self.prefix}online-users"
+
+    @property
     def guest_seq(self) -> str:
         return f"{self.prefix}guest-seq"
 
@@ -132,3 +143,8 @@ class Keys:
 def partition_of(channel_id: int, partitions: int) -> int:
     """The command partition that owns a channel: stable across processes and restarts."""
     return zlib.crc32(str(channel_id).encode()) % partitions
+
+
+def partition_of_user(username: str, partitions: int) -> int:
+    """The partition for commands about a user rather than a channel (guests, online state)."""
+    return zlib.crc32(b"user:" + username.encode()) % partitions

@@ -37,6 +37,8 @@ class Settings(Struct, frozen=True, kw_only=True):
     max_message_chars: int = 4_000
     send_queue_frames: int = 1_024
     recent_window: int = 1_000
+    typing_interval_ms: int = 2_000
+    members_interval_ms: int = 1_000
     cors_origins: str = "*"
     log_format: str = "text"
     log_level: str = "INFO"
@@ -78,6 +80,14 @@ FIELDS: Final[dict[str, tuple[str, str]]] = {
         "frames queued per connection before it is cut off",
     ),
     "recent_window": ("JUSTCHAT_RECENT_WINDOW", "messages per channel kept in Redis for resume"),
+    "typing_interval_ms": (
+        "JUSTCHAT_TYPING_INTERVAL_MS",
+        "a user's typing is broadcast at most once per this, per channel",
+    ),
+    "members_interval_ms": (
+        "JUSTCHAT_MEMBERS_INTERVAL_MS",
+        "channel_members is broadcast at most once per this, per channel",
+    ),
     "cors_origins": ("JUSTCHAT_CORS_ORIGINS", "comma-separated origins allowed by the REST API"),
     "log_format": ("JUSTCHAT_LOG_FORMAT", "`text` or `json`"),
     "log_level": ("JUSTCHAT_LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR"),
@@ -127,6 +137,8 @@ def _validate(s: Settings) -> None:
     need(1 <= s.max_message_chars <= s.max_frame_bytes, "JUSTCHAT_MAX_MESSAGE_CHARS out of range")
     need(s.send_queue_frames >= 8, "JUSTCHAT_SEND_QUEUE_FRAMES must be at least 8")
     need(s.recent_window >= 0, "JUSTCHAT_RECENT_WINDOW must not be negative")
+    need(s.typing_interval_ms >= 1, "JUSTCHAT_TYPING_INTERVAL_MS must be positive")
+    need(s.members_interval_ms >= 0, "JUSTCHAT_MEMBERS_INTERVAL_MS must not be negative")
     need(s.log_format in ("text", "json"), "JUSTCHAT_LOG_FORMAT must be text or json")
     need(0 < s.port < 65536, "JUSTCHAT_PORT must be a TCP port")
 
