@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from chat_service import frames
 from chat_service.store import ChatStore, StoredMessage
 from justchat import events, wire
-from justchat.events import ChatCommand, Direct, GuestCmd, JoinCmd, Origin, SendCmd
+from justchat.events import ChatCommand, Direct, GuestCmd, JoinCmd, Origin, SendCmd, SyncCmd
 from justchat.keys import Keys
 from justchat.metrics import Registry
 from justchat.settings import Settings
@@ -53,6 +53,8 @@ class CommandProcessor:
                     await self.join(command)
                 case GuestCmd():
                     await self.store.create_guest(command.username)
+                case SyncCmd():
+                    await self.sync(command)
         if sends:
             await self.send(sends)
 
@@ -113,6 +115,17 @@ class CommandProcessor:
             out = [frames.message_frame(m) for m in history] if recovered else []
             out.append(frames.resumed_frame(cmd.channel_id, recovered, last_seq))
         await self.direct(cmd.origin, out, request_id=cmd.request_id, last_seq=last_seq)
+
+    async def sync(self, cmd: SyncCmd) -> None:
+        missed, _ = await self.store.messages_after(cmd.channel_id, cmd.since_seq, MAX_RESUME)
+        if missed:
+            catch_up = events.CatchUp(
+                channel_id=cmd.channel_id,
+                events=[
+                    events.ChannelEvent(seq=m.seq, frame=frames.message_frame(m)) for m in missed
+                ],
+            )
+            await self.redis.publish(self.keys.gateway_inbox(cmd.gateway), events.encode(catch_up))
 
     async def direct(
         self,

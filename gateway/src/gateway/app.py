@@ -40,6 +40,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> Starlette:
         hub = Hub(redis, keys, gateway_id, registry)
         await hub.start()
         gw = Gateway(settings, redis, hub, registry, gateway_id)
+        hub.on_reconnect = gw.catch_up
         state.update(redis=redis, hub=hub, gateway=gw)
         connections = registry.gauge("gateway_connections", "open WebSocket connections")
         channels = registry.gauge("gateway_channels", "channels with local members")

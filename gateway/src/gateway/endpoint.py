@@ -256,6 +256,25 @@ class Gateway:
         await self.announce_online(conn, online=False)
         await conn.drain()
 
+    async def catch_up(self) -> None:
+        """After pub/sub was down: ask for what each local channel may have missed since the
+        oldest seq any of its local members saw; duplicates are dropped per connection."""
+        for channel_id, local in list(self.hub.members.items()):
+            seqs = [
+                state.last_seq
+                for conn in local.values()
+                if (state := conn.session.channels.get(channel_id)) is not None and state.joined
+            ]
+            if not seqs:
+                continue
+            command = events.SyncCmd(
+                channel_id=channel_id, gateway=self.gateway_id, since_seq=min(seqs)
+            )
+            try:
+                await self._command(partition_of(channel_id, self.settings.partitions), command)
+            except (RedisError, OSError) as exc:
+                log.warning("catch-up of channel %s not requested: %r", channel_id, exc)
+
     async def announce_online(self, conn: Connection, *, online: bool) -> None:
         command = events.PresenceOnline(
             origin=self._origin(conn), username=conn.session.username, online=online

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import msgspec
@@ -19,7 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.connection import Connection
 from justchat import events
-from justchat.events import Direct
+from justchat.events import CatchUp, ChannelEvent, Direct
 from justchat.keys import Keys
 from justchat.metrics import Registry
 
@@ -41,7 +42,10 @@ class Hub:
         self._confirmations: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self._topic_locks: dict[int, asyncio.Lock] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._catching_up: asyncio.Task[None] | None = None
+        self.on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None
         self.events_in = registry.counter("gateway_events_received", "pub/sub events received")
+        self.reconnects = registry.counter("gateway_pubsub_reconnects", "pub/sub reconnections")
         self.frames_out = registry.counter("gateway_frames_fanned_out", "frames handed to members")
 
     async def start(self) -> None:
@@ -99,8 +103,13 @@ class Hub:
     # -- the reader ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read pub/sub until cancelled; reconnects (and resubscribes) after Redis errors."""
+        """Read pub/sub until cancelled; reconnects (and resubscribes) after Redis errors.
+
+        Whatever was published while the connection was down is lost to pub/sub, so after a
+        reconnect ``on_reconnect`` asks for each channel's missed messages (see ``CatchUp``).
+        """
         backoff = 0.1
+        broken = False
         while True:
             if not self.pubsub.subscribed:
                 await asyncio.sleep(0.05)
@@ -110,9 +119,16 @@ class Hub:
                 backoff = 0.1
             except (RedisError, OSError) as exc:
                 log.warning("pub/sub read failed: %r; retrying in %.1fs", exc, backoff)
+                broken = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            if broken:
+                broken = False
+                log.info("pub/sub reconnected; catching up %s channels", len(self.members))
+                self.reconnects.inc()
+                if self.on_reconnect is not None:
+                    self._catching_up = asyncio.create_task(self.on_reconnect())
             if message is not None:
                 self._dispatch(message)
 
@@ -131,7 +147,12 @@ class Hub:
         self.events_in.inc()
         try:
             if topic == self.inbox:
-                self._direct(events.direct_decoder.decode(message["data"]))
+                match events.inbox_decoder.decode(message["data"]):
+                    case Direct() as direct:
+                        self._direct(direct)
+                    case CatchUp() as catch_up:
+                        for missed in catch_up.events:
+                            self._fan_out(catch_up.channel_id, missed)
                 return
             channel_id = self.keys.channel_of_topic(topic)
             if channel_id is None:
@@ -140,6 +161,9 @@ class Hub:
         except msgspec.DecodeError:
             log.exception("undecodable event on %s", topic)
             return
+        self._fan_out(channel_id, event)
+
+    def _fan_out(self, channel_id: int, event: ChannelEvent) -> None:
         local = self.members.get(channel_id)
         if local:
             frame = event.frame.decode()

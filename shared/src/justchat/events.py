@@ -83,7 +83,15 @@ class ModerateCmd(Command, frozen=True, kw_only=True, tag="moderate"):
     origin: Origin | None = None
 
 
-ChatCommand = SendCmd | JoinCmd | GuestCmd | ModerateCmd
+class SyncCmd(Command, frozen=True, kw_only=True, tag="sync"):
+    """A gateway lost its pub/sub connection: send it the channel's messages after ``since_seq``."""
+
+    channel_id: int
+    gateway: str
+    since_seq: int
+
+
+ChatCommand = SendCmd | JoinCmd | GuestCmd | ModerateCmd | SyncCmd
 
 # -- presence-service commands (stream presence) ---------------------------------------------
 
@@ -133,7 +141,7 @@ class ChannelEvent(Struct, frozen=True, kw_only=True, array_like=True):
     frame: bytes
 
 
-class Direct(Struct, frozen=True, kw_only=True, array_like=True):
+class Direct(Struct, frozen=True, kw_only=True, array_like=True, tag="direct"):
     """Frames for one connection on one gateway.
 
     ``request_id`` answers a ``JoinCmd``: ``ok`` says whether the join succeeded and
@@ -147,11 +155,20 @@ class Direct(Struct, frozen=True, kw_only=True, array_like=True):
     last_seq: int = 0
 
 
+class CatchUp(Struct, frozen=True, kw_only=True, array_like=True, tag="catchup"):
+    """Answers ``SyncCmd``: the channel's events a gateway may have missed, in seq order."""
+
+    channel_id: int
+    events: list[ChannelEvent]
+
+
+InboxEvent = Direct | CatchUp
+
 _encoder: Final = msgspec.msgpack.Encoder()
 chat_command_decoder: Final = msgspec.msgpack.Decoder(ChatCommand)
 presence_command_decoder: Final = msgspec.msgpack.Decoder(AnyPresenceCmd)
 channel_event_decoder: Final = msgspec.msgpack.Decoder(ChannelEvent)
-direct_decoder: Final = msgspec.msgpack.Decoder(Direct)
+inbox_decoder: Final = msgspec.msgpack.Decoder(InboxEvent)
 
 
 def encode(event: Struct) -> bytes:
