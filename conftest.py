@@ -16,6 +16,9 @@ import asyncpg
 import pytest
 import redis.asyncio
 
+# Imported before pytest collects gateway/tests: under --import-mode=importlib pytest would
+# otherwise register the folder gateway/ as a namespace package that hides the real one.
+import gateway  # noqa: F401
 from justchat import devservers, settings
 
 

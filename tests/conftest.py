@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from justchat.client import Client
-from justchat.devservers import find_free_port, find_free_port_run
+from justchat.devservers import find_free_port_run
 from justchat.stack import Stack, StackConfig
 
 # Short TTLs so that the tests of expiry run in seconds; the defaults are in settings.py.
@@ -32,18 +32,37 @@ def stack_config(
     redis_prefix: str,
     jwt_secret: str,
     gateways: int = 2,
+    chat_replicas: int = 1,
+    presence_replicas: int = 1,
+    env: dict[str, str] | None = None,
 ) -> StackConfig:
+    """A stack on free ports with the test TTLs (``env`` overrides them)."""
+    # One run of consecutive free ports for every service, so no two can pick the same one.
+    base = find_free_port_run(1 + gateways + chat_replicas + presence_replicas)
     return StackConfig(
         gateways=gateways,
-        api_port=find_free_port(),
-        gateway_port=find_free_port_run(gateways),
-        chat_port=find_free_port(),
-        presence_port=find_free_port(),
+        api_port=base,
+        gateway_port=base + 1,
+        chat_port=base + 1 + gateways,
+        chat_replicas=chat_replicas,
+        presence_port=base + 1 + gateways + chat_replicas,
+        presence_replicas=presence_replicas,
         run_dir=run_dir,
         redis_url=redis_url,
         database_url=database_url,
-        env={**STACK_ENV, "JUSTCHAT_REDIS_PREFIX": redis_prefix, "JUSTCHAT_JWT_SECRET": jwt_secret},
+        env={
+            **STACK_ENV,
+            "JUSTCHAT_REDIS_PREFIX": redis_prefix,
+            "JUSTCHAT_JWT_SECRET": jwt_secret,
+            **(env or {}),
+        },
     )
+
+
+@pytest.fixture(scope="session")
+def make_stack_config() -> Callable[..., StackConfig]:
+    """``stack_config`` for test modules that need a stack of their own."""
+    return stack_config
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""dashboard-service: accounts, login tokens, gateway discovery (and, later, the dashboard)."""
+"""dashboard-service: accounts, login tokens, gateway discovery and the dashboard."""
 
 from __future__ import annotations
 
@@ -13,17 +13,26 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import OpenAPI, Operation
+from litestar.openapi.spec import Components, OpenAPI, Operation, SecurityScheme
 from litestar.types import Method
 
+from dashboard_service.audit_store import AuditStore
+from dashboard_service.chat_store import ChatStore
 from dashboard_service.deps import DEPENDENCIES, SERVICES, SETTINGS, Services
 from dashboard_service.errors import EXCEPTION_HANDLERS
 from dashboard_service.gateways import GatewayDirectory
 from dashboard_service.guards import provide_current_user
+from dashboard_service.moderation import DEFAULT_WAIT_S, Moderator
 from dashboard_service.passwords import Passwords
+from dashboard_service.presence import LivePresence
 from dashboard_service.routes import (
+    BEARER,
     AuthController,
+    ChannelsController,
     RequestCounter,
+    SanctionsController,
+    UsersController,
+    audit_log,
     get_gateway,
     openapi_json,
     ops_routes,
@@ -43,24 +52,33 @@ API_PREFIX: Final = "/api/v1"
 DOCS_PATH: Final = f"{API_PREFIX}/docs"
 CORS_METHODS: Final[list[Method | Literal["*"]]] = ["GET", "POST", "PATCH", "DELETE", "OPTIONS"]
 CORS_HEADERS: Final = ["Authorization", "Content-Type"]
-# Bodies here are a name and a password; anything near this size is abuse, not a signup.
+# Bodies here are names, passwords and a short reason; anything near this size is abuse.
 MAX_BODY_BYTES: Final = 64 * 1024
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S) -> Litestar:
+    """The app; ``moderation_wait_s`` bounds how long a REST mute or ban waits for chat-service."""
     registry = Registry()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await db.create_pool(settings.database_url)
         redis = redis_client(settings.redis_url)
+        keys = Keys(settings.redis_prefix)
+        chat = ChatStore(pool)
         try:
             app.state[SERVICES] = Services(
                 pool=pool,
                 redis=redis,
                 users=UserStore(pool),
-                gateways=GatewayDirectory(redis, Keys(settings.redis_prefix)),
+                gateways=GatewayDirectory(redis, keys),
                 passwords=await Passwords.create(),
+                chat=chat,
+                audit=AuditStore(pool),
+                presence=LivePresence(redis, keys),
+                moderator=Moderator(
+                    redis, keys, settings.partitions, chat, wait_s=moderation_wait_s
+                ),
             )
             log.info("dashboard-service ready")
             yield
@@ -69,8 +87,19 @@ def create_app(settings: Settings) -> Litestar:
             await redis.aclose()
             await pool.close()
 
-    # The dashboard's controller joins these (guarded by guards.require_roles).
-    api = Router(path=API_PREFIX, route_handlers=[AuthController, get_gateway, openapi_json])
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[
+            AuthController,
+            get_gateway,
+            openapi_json,
+            # The dashboard: each guarded by guards.require_roles("admin", "moderator").
+            UsersController,
+            ChannelsController,
+            SanctionsController,
+            audit_log,
+        ],
+    )
     app = Litestar(
         route_handlers=[api, *ops_routes(registry)],
         lifespan=[lifespan],
@@ -86,8 +115,14 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="justchat REST API",
             version="1.0.0",
-            description="Accounts, login tokens and gateway discovery (protocol section 7).",
+            description="Accounts, login tokens, gateway discovery and the admin dashboard"
+            ' (protocol section 7). Errors are `{"detail": str}`; datetimes are UTC ISO-8601.',
             path=DOCS_PATH,
+            components=Components(
+                security_schemes={
+                    BEARER: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
             render_plugins=[SwaggerRenderPlugin(path="/")],
         ),
         request_max_body_size=MAX_BODY_BYTES,

@@ -14,8 +14,12 @@ import redis.asyncio as aioredis
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from dashboard_service.audit_store import AuditStore
+from dashboard_service.chat_store import ChatStore
 from dashboard_service.gateways import GatewayDirectory
+from dashboard_service.moderation import Moderator
 from dashboard_service.passwords import Passwords
+from dashboard_service.presence import LivePresence
 from dashboard_service.store import UserStore
 from justchat.settings import Settings
 
@@ -30,6 +34,10 @@ class Services:
     users: UserStore
     gateways: GatewayDirectory
     passwords: Passwords
+    chat: ChatStore
+    audit: AuditStore
+    presence: LivePresence
+    moderator: Moderator
 
 
 def services_of(state: State) -> Services:
@@ -54,9 +62,29 @@ def _passwords(state: State) -> Passwords:
     return services_of(state).passwords
 
 
+def _chat(state: State) -> ChatStore:
+    return services_of(state).chat
+
+
+def _audit(state: State) -> AuditStore:
+    return services_of(state).audit
+
+
+def _presence(state: State) -> LivePresence:
+    return services_of(state).presence
+
+
+def _moderator(state: State) -> Moderator:
+    return services_of(state).moderator
+
+
 DEPENDENCIES: Final = {
     "settings": Provide(settings_of, sync_to_thread=False),
     "users": Provide(_users, sync_to_thread=False),
     "gateways": Provide(_gateways, sync_to_thread=False),
     "passwords": Provide(_passwords, sync_to_thread=False),
+    "chat": Provide(_chat, sync_to_thread=False),
+    "audit": Provide(_audit, sync_to_thread=False),
+    "presence": Provide(_presence, sync_to_thread=False),
+    "moderator": Provide(_moderator, sync_to_thread=False),
 }

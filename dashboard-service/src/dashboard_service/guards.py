@@ -19,6 +19,7 @@ from justchat.errors import AuthError
 NOT_AUTHENTICATED: Final = "Not authenticated"
 BAD_CREDENTIALS: Final = "Could not validate credentials"
 USER_NOT_FOUND: Final = "User not found"
+FORBIDDEN: Final = "You don't have permission to access this resource."
 CHALLENGE: Final = {"WWW-Authenticate": "Bearer"}
 
 Connection = ASGIConnection[Any, Any, Any, Any]
@@ -83,6 +84,6 @@ def require_roles(*roles: str) -> Guard:
             # A token for a deleted account identifies nobody.
             raise unauthorized(BAD_CREDENTIALS) from exc
         if user.role not in allowed:
-            raise PermissionDeniedException(detail="Not enough permissions")
+            raise PermissionDeniedException(detail=FORBIDDEN)
 
     return guard

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -14,6 +16,7 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 
 from dashboard_service import create_app
+from justchat.auth import create_token
 from justchat.keys import Keys
 from justchat.service import redis_client
 from justchat.settings import Settings, from_env
@@ -119,3 +122,77 @@ async def db(database_url: str, client: httpx.AsyncClient) -> AsyncIterator[asyn
     pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     yield pool
     await pool.close()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A user row made for a test, with a bearer token for it."""
+
+    id: int
+    username: str
+    role: str
+    is_guest: bool
+    headers: dict[str, str]
+
+
+MakeUser = Callable[..., Awaitable[Caller]]
+
+
+@pytest.fixture(scope="session")
+def make_user(db: asyncpg.Pool, settings: Settings) -> MakeUser:
+    """``await make_user(role, username=..., is_guest=...)``: a row written with SQL, and a token.
+
+    Roles are set in the database directly, the way an operator makes the first admin; the
+    token is minted like ``/auth/login`` does (guests never get one that way, but a token for a
+    guest's id is how a guest would present itself).
+    """
+
+    async def make(
+        role: str = "user", *, username: str | None = None, is_guest: bool = False
+    ) -> Caller:
+        if username is None:
+            username = (
+                f"Guest{secrets.randbelow(10**12)}" if is_guest else f"u{secrets.token_hex(5)}"
+            )
+        role = "guest" if is_guest else role
+        user_id = await db.fetchval(
+            "INSERT INTO users (username, password_hash, is_guest, role)"
+            " VALUES ($1, NULL, $2, $3) RETURNING id",
+            username,
+            is_guest,
+            role,
+        )
+        token = create_token(
+            user_id=user_id, username=username, role=role, secret=settings.jwt_secret, ttl_s=900
+        )
+        return Caller(user_id, username, role, is_guest, {"Authorization": f"Bearer {token}"})
+
+    return make
+
+
+@pytest.fixture
+async def admin(make_user: MakeUser) -> Caller:
+    return await make_user("admin")
+
+
+@pytest.fixture
+async def moderator(make_user: MakeUser) -> Caller:
+    return await make_user("moderator")
+
+
+@pytest.fixture
+def new_channel_id() -> Callable[[], int]:
+    """Channel ids no other test uses (the channels table is shared by the session)."""
+    return lambda: 1_000_000_000 + secrets.randbelow(1_000_000_000)
+
+
+@pytest.fixture
+def create_channel(
+    db: asyncpg.Pool, new_channel_id: Callable[[], int]
+) -> Callable[[], Awaitable[int]]:
+    async def create() -> int:
+        channel_id = new_channel_id()
+        await db.execute("INSERT INTO channels (id) VALUES ($1)", channel_id)
+        return channel_id
+
+    return create

@@ -1,4 +1,4 @@
-"""The ``current_user`` dependency and role guard that the dashboard routes will use."""
+"""The ``current_user`` dependency and the role guard of the dashboard routes."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def test_guard_refuses_plain_users(guarded: httpx.AsyncClient) -> None:
     _, auth = await user_with_token(guarded)
     response = await guarded.get(STAFF, headers=auth)
     assert response.status_code == 403
-    assert response.json() == {"detail": "Not enough permissions"}
+    assert response.json() == {"detail": "You don't have permission to access this resource."}
 
 
 @pytest.mark.parametrize("role", ["moderator", "admin"])

@@ -31,6 +31,17 @@ ROUTES = {
     ("/api/v1/gateway", "get"),
     ("/health", "get"),
     ("/metrics", "get"),
+    ("/api/v1/dashboard/users", "get"),
+    ("/api/v1/dashboard/users/{user_id}", "get"),
+    ("/api/v1/dashboard/users/{user_id}", "patch"),
+    ("/api/v1/dashboard/users/{user_id}", "delete"),
+    ("/api/v1/dashboard/users/{user_id}/messages", "get"),
+    ("/api/v1/dashboard/channels/active", "get"),
+    ("/api/v1/dashboard/channels/members/{channel_id}", "get"),
+    ("/api/v1/dashboard/channels/{channel_id}/sanctions", "get"),
+    ("/api/v1/dashboard/channels/{channel_id}/sanctions", "post"),
+    ("/api/v1/dashboard/channels/{channel_id}/sanctions/{kind}/{username}", "delete"),
+    ("/api/v1/dashboard/audit", "get"),
 }
 
 

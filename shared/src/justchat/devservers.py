@@ -235,14 +235,25 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _launch(
-    server: PrivateServer, cmd: list[str], logfile: Path, ready: Callable[[int], bool],
-    timeout_s: float, *, user: pwd.struct_passwd | None = None, cwd: Path | None = None,
+    server: PrivateServer,
+    cmd: list[str],
+    logfile: Path,
+    ready: Callable[[int], bool],
+    timeout_s: float,
+    *,
+    user: pwd.struct_passwd | None = None,
+    cwd: Path | None = None,
 ) -> PrivateServer:
     started = time.monotonic()
     with logfile.open("ab") as out:
         # Own session: a terminal Ctrl-C reaches our supervisor only, which then stops us cleanly.
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd=cwd,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            cwd=cwd,
             **_as_user(user),
         )
     server.pid, server._proc = proc.pid, proc
@@ -256,8 +267,14 @@ def _launch(
             server.stop()
             raise DevServerError(f"{server.name} not ready in {timeout_s}s:\n{_tail(logfile)}")
         time.sleep(0.05)
-    log.info("%s (%s) ready at %s, pid %s, in %.2fs", server.name, server.source, server.url,
-             proc.pid, time.monotonic() - started)
+    log.info(
+        "%s (%s) ready at %s, pid %s, in %.2fs",
+        server.name,
+        server.source,
+        server.url,
+        proc.pid,
+        time.monotonic() - started,
+    )
     return server
 
 
@@ -280,8 +297,21 @@ def start_redis(
     _stop_stale(pidfile, data_dir, signal.SIGTERM, timeout_s)
     port = port or find_free_port()
     _check_port(port)
-    cmd = [str(binary), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-           "--appendonly", "no", "--dir", str(data_dir), "--pidfile", str(pidfile)]
+    cmd = [
+        str(binary),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+        "--pidfile",
+        str(pidfile),
+    ]
     server = PrivateServer("redis", f"redis://127.0.0.1:{port}/0", origin, None)
     # Log to stdout (redis' default) captured into the logfile, so startup errors land there too.
     return _launch(server, cmd, data_dir / "redis.log", lambda _pid: _redis_ping(port), timeout_s)
@@ -308,8 +338,9 @@ def _pgdata_location(data_dir: Path, user: pwd.struct_passwd | None) -> Path:
         if link.exists():
             raise DevServerError(f"{link} exists but user {user.pw_name} cannot reach it")
         link.symlink_to(target)
-    log.info("pgdata for %s lives in %s (data dir not reachable by %s)", data_dir, target,
-             user.pw_name)
+    log.info(
+        "pgdata for %s lives in %s (data dir not reachable by %s)", data_dir, target, user.pw_name
+    )
     return target
 
 
@@ -319,8 +350,10 @@ def start_postgres(
     bindir, origin = _pg_bindir(source)
     user = _server_user()
     if user is not None and not _reachable(bindir, user):
-        raise DevServerError(f"{bindir} is not reachable by user {user.pw_name}: install a system "
-                             "PostgreSQL or put the virtualenv where that user can read it")
+        raise DevServerError(
+            f"{bindir} is not reachable by user {user.pw_name}: install a system "
+            "PostgreSQL or put the virtualenv where that user can read it"
+        )
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = _pgdata_location(data_dir, user).resolve()
@@ -328,32 +361,71 @@ def start_postgres(
     if user is not None:
         os.chown(pgdata, user.pw_uid, user.pw_gid)
     # "postgres (PostgreSQL) 15.20 (Debian ...)"
-    version = subprocess.run([bindir / "postgres", "-V"], capture_output=True, text=True,
-                             check=True, timeout=timeout_s).stdout.split()[2].split(".")[0]
+    version = (
+        subprocess.run(
+            [bindir / "postgres", "-V"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=timeout_s,
+        )
+        .stdout.split()[2]
+        .split(".")[0]
+    )
     if (pgdata / "PG_VERSION").exists():
         existing = (pgdata / "PG_VERSION").read_text().strip()
         if existing != version:
-            raise DevServerError(f"{pgdata} holds a PostgreSQL {existing} cluster but the "
-                                 f"{origin} binaries are {version}; pick another source or dir")
+            raise DevServerError(
+                f"{pgdata} holds a PostgreSQL {existing} cluster but the "
+                f"{origin} binaries are {version}; pick another source or dir"
+            )
     else:
         t0 = time.monotonic()
         # cwd must be enterable by the server user: PostgreSQL tools getcwd() to find themselves.
         init = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
-             "-E", "UTF8", "--locale=C"], capture_output=True, text=True, timeout=timeout_s,
-            check=False, cwd=pgdata, **_as_user(user),
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            cwd=pgdata,
+            **_as_user(user),
         )
         if init.returncode != 0:
             raise DevServerError(f"initdb failed:\n{init.stdout}{init.stderr}")
-        log.info("initialized PostgreSQL %s cluster in %s in %.2fs", version, pgdata,
-                 time.monotonic() - t0)
+        log.info(
+            "initialized PostgreSQL %s cluster in %s in %.2fs",
+            version,
+            pgdata,
+            time.monotonic() - t0,
+        )
     _stop_stale(pgdata / "postmaster.pid", pgdata, signal.SIGINT, timeout_s)
     port = port or find_free_port()
     _check_port(port)
     # The socket lives in pgdata (writable by the server user); too long a path disables it.
     sockdir = str(pgdata) if len(str(pgdata)) + len("/.s.PGSQL.65535") <= _SOCKET_PATH_MAX else ""
-    cmd = [str(bindir / "postgres"), "-D", str(pgdata), "-p", str(port),
-           "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockdir}"]
+    cmd = [
+        str(bindir / "postgres"),
+        "-D",
+        str(pgdata),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"unix_socket_directories={sockdir}",
+    ]
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     server = PrivateServer("postgres", url, origin, None, _stop_signal=signal.SIGINT)  # fast
 

@@ -49,5 +49,6 @@ class Registry:
             lines += [f"# HELP {m.name} {m.help}", f"# TYPE {m.name} {m.kind}"]
             for labels, value in sorted(m.values.items()) or [((), 0.0)]:
                 text = ",".join(f'{k}="{v}"' for k, v in labels)
-                lines.append(f"{m.name}{{{text}}} {value:g}" if text else f"{m.name} {value:g}")
+                number = repr(int(value)) if float(value).is_integer() else repr(float(value))
+                lines.append(f"{m.name}{{{text}}} {number}" if text else f"{m.name} {number}")
         return "\n".join(lines) + "\n"

@@ -25,15 +25,21 @@ log = logging.getLogger(__name__)
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def redis_client(url: str) -> aioredis.Redis:
-    """A pooled client with timeouts on every wait (never hang on a dead server)."""
-    return aioredis.Redis.from_url(
+def redis_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+    """A pooled client with timeouts on every wait (never hang on a dead server).
+
+    The pool blocks (up to 5 s) when all its connections are busy instead of failing, so a burst
+    of commands queues for a connection rather than erroring.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=5,
         socket_timeout=10,
         socket_connect_timeout=5,
         health_check_interval=15,
-        retry_on_timeout=False,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def ops_routes(registry: Registry, check: HealthCheck) -> list[Route]:

@@ -17,7 +17,7 @@ from msgspec import Struct
 from justchat.errors import ConfigError
 
 
-class Settings(Struct, frozen=True, kw_only=True):
+class Settings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/justchat"
     redis_prefix: str = "jc:"
@@ -121,6 +121,11 @@ def _validate(s: Settings) -> None:
     need(
         s.database_url.startswith(("postgresql://", "postgres://")),
         "DATABASE_URL must be postgresql://",
+    )
+    need(s.token_ttl_s >= 1, "JUSTCHAT_TOKEN_TTL_S must be positive")
+    need(
+        s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        "JUSTCHAT_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL",
     )
     need(1 <= s.partitions <= 1024, "JUSTCHAT_PARTITIONS must be 1..1024")
     need(1 <= s.history_limit <= 1000, "JUSTCHAT_HISTORY_LIMIT must be 1..1000")

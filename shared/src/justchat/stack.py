@@ -45,8 +45,10 @@ class StackConfig:
     host: str = "127.0.0.1"
     api_port: int = 8000
     gateway_port: int = 8100
-    chat_port: int = 8090
-    presence_port: int = 8091
+    chat_port: int = 8200  # replica i of chat-service listens on chat_port + i
+    presence_port: int = 8300
+    chat_replicas: int = 1
+    presence_replicas: int = 1
     run_dir: Path = Path(".run")
     redis_url: str = ""  # empty: start a private server
     database_url: str = ""
@@ -69,14 +71,19 @@ class StackConfig:
             host=environ.get("JUSTCHAT_HOST") or "127.0.0.1",
             api_port=port("JUSTCHAT_API_PORT", 8000),
             gateway_port=port("JUSTCHAT_GATEWAY_PORT", 8100),
-            chat_port=port("JUSTCHAT_CHAT_PORT", 8090),
-            presence_port=port("JUSTCHAT_PRESENCE_PORT", 8091),
+            chat_port=port("JUSTCHAT_CHAT_PORT", 8200),
+            presence_port=port("JUSTCHAT_PRESENCE_PORT", 8300),
             run_dir=Path(environ.get("JUSTCHAT_RUN_DIR") or ".run"),
             redis_url=environ.get("REDIS_URL", ""),
             database_url=environ.get("DATABASE_URL", ""),
             server_source=_source(environ.get("JUSTCHAT_SERVER_SOURCE") or "auto"),
             env={k: v for k, v in environ.items() if k.startswith("JUSTCHAT_")},
         )
+
+
+def _replica(name: str, index: int) -> str:
+    """``chat``, ``chat-1``, ``chat-2``...: the first replica keeps the plain name."""
+    return name if index == 0 else f"{name}-{index}"
 
 
 def _source(value: str) -> devservers.Source:
@@ -151,10 +158,14 @@ class Stack:
             "JUSTCHAT_HOST": cfg.host,
             "PYTHONUNBUFFERED": "1",
         }
-        plan = [
-            ("dashboard", "dashboard_service", cfg.api_port),
-            ("chat", "chat_service", cfg.chat_port),
-            ("presence", "presence_service", cfg.presence_port),
+        plan = [("dashboard", "dashboard_service", cfg.api_port)]
+        plan += [
+            (_replica("chat", i), "chat_service", cfg.chat_port + i)
+            for i in range(cfg.chat_replicas)
+        ]
+        plan += [
+            (_replica("presence", i), "presence_service", cfg.presence_port + i)
+            for i in range(cfg.presence_replicas)
         ]
         plan += [(f"gateway-{i}", "gateway", cfg.gateway_port + i) for i in range(cfg.gateways)]
         for name, module, port in plan:

@@ -139,10 +139,12 @@ class ClientFrame(Struct, frozen=True, kw_only=True):
 
 
 class _ClientEnvelope(Struct, frozen=True, kw_only=True):
+    # Only ``type`` decides between "Invalid message format" and "Malformed message.": the rest
+    # is kept raw so that a known type with a bad payload, timestamp or id is "Malformed".
     type: str
-    payload: Raw
-    timestamp: str | None = None
-    id: str | None = None
+    payload: Raw = Raw()  # empty when absent
+    timestamp: Raw = Raw()
+    id: Raw = Raw()
 
 
 class _ClientEnvelopeOut(Struct, frozen=True, kw_only=True):
@@ -153,6 +155,7 @@ class _ClientEnvelopeOut(Struct, frozen=True, kw_only=True):
 
 
 _envelope_decoder: Final = msgspec.json.Decoder(_ClientEnvelope)
+_optional_str: Final = msgspec.json.Decoder(str | None)
 # strict=False: integer fields also accept numeric strings ("8"), as the original server did.
 _payload_decoders: Final = {
     name: msgspec.json.Decoder(cls, strict=False) for name, cls in CLIENT_PAYLOADS.items()
@@ -167,16 +170,20 @@ def decode_client(data: str | bytes) -> ClientFrame:
     """
     try:
         envelope = _envelope_decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeError) as exc:
         raise ProtocolError(ERR_INVALID_FORMAT) from exc
     decoder = _payload_decoders.get(envelope.type)
     if decoder is None:
         raise ProtocolError(ERR_INVALID_FORMAT)
     try:
-        if envelope.timestamp is not None:
-            datetime.fromisoformat(envelope.timestamp)
-        if envelope.id is not None:
-            uuid.UUID(envelope.id)
+        if not envelope.payload:
+            raise ValueError("missing payload")
+        timestamp = _optional_str.decode(envelope.timestamp) if envelope.timestamp else None
+        if timestamp is not None:
+            datetime.fromisoformat(timestamp)
+        frame_id = _optional_str.decode(envelope.id) if envelope.id else None
+        if frame_id is not None:
+            uuid.UUID(frame_id)
         payload = decoder.decode(envelope.payload)
     except (msgspec.DecodeError, ValueError) as exc:
         raise ProtocolError(ERR_MALFORMED) from exc

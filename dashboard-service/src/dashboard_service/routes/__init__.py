@@ -1,7 +1,23 @@
 """Route handlers, one module per area; ``app.py`` mounts them."""
 
+from dashboard_service.routes._common import BEARER
+from dashboard_service.routes.audit import audit_log
 from dashboard_service.routes.auth import AuthController
+from dashboard_service.routes.channels import ChannelsController
 from dashboard_service.routes.gateway import get_gateway
+from dashboard_service.routes.moderation import SanctionsController
 from dashboard_service.routes.ops import RequestCounter, openapi_json, ops_routes
+from dashboard_service.routes.users import UsersController
 
-__all__ = ["AuthController", "RequestCounter", "get_gateway", "openapi_json", "ops_routes"]
+__all__ = [
+    "BEARER",
+    "AuthController",
+    "ChannelsController",
+    "RequestCounter",
+    "SanctionsController",
+    "UsersController",
+    "audit_log",
+    "get_gateway",
+    "openapi_json",
+    "ops_routes",
+]

@@ -17,7 +17,8 @@ from dashboard_service.guards import (
     unauthorized,
 )
 from dashboard_service.passwords import Passwords
-from dashboard_service.routes._docs import error
+from dashboard_service.routes._common import BEARER_AUTH, EXAMPLE_USER, public
+from dashboard_service.routes._docs import error, ok
 from dashboard_service.rules import check_password, clean_username
 from dashboard_service.schemas import LoginForm, SignupRequest, TokenResponse, UserPublic
 from dashboard_service.store import UserRecord, UserStore
@@ -34,16 +35,6 @@ _INVALID = error(
 _UNAUTHORIZED = error("No valid bearer token", NOT_AUTHENTICATED, BAD_CREDENTIALS)
 
 
-def public(user: UserRecord) -> UserPublic:
-    return UserPublic(
-        id=user.id,
-        username=user.username,
-        is_guest=user.is_guest,
-        created_at=user.created_at,
-        role=user.role,
-    )
-
-
 class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
@@ -55,8 +46,11 @@ class AuthController(Controller):
         description="Username 3-30 characters (surrounding spaces removed; Guest<number> is"
         " reserved); password 8+ characters with an uppercase letter, a lowercase letter and a"
         " digit.",
-        response_description="The new account",
-        responses={409: error("The username is taken", USERNAME_TAKEN), 422: _INVALID},
+        responses={
+            201: ok("The new account", EXAMPLE_USER),
+            409: error("The username is taken", USERNAME_TAKEN),
+            422: _INVALID,
+        },
     )
     async def signup(
         self,
@@ -75,8 +69,15 @@ class AuthController(Controller):
         summary="Log in for a bearer token",
         description="Form-encoded (OAuth2 password style). The token authenticates REST calls"
         " and the WebSocket hello.",
-        response_description="A bearer token",
         responses={
+            200: ok(
+                "A bearer token",
+                TokenResponse(
+                    access_token="eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
+                    token_type="bearer",
+                    expires_in=900,
+                ),
+            ),
             401: error("Wrong credentials (also for guests)", BAD_LOGIN),
             422: error(
                 "A form field is missing",
@@ -110,10 +111,14 @@ class AuthController(Controller):
 
     @get(
         "/me",
+        security=BEARER_AUTH,
         summary="The caller's account",
         description="Requires `Authorization: Bearer <token>`.",
-        response_description="The caller's account as stored now",
-        responses={401: _UNAUTHORIZED, 404: error("The account was deleted", USER_NOT_FOUND)},
+        responses={
+            200: ok("The caller's account as stored now", EXAMPLE_USER),
+            401: _UNAUTHORIZED,
+            404: error("The account was deleted", USER_NOT_FOUND),
+        },
     )
     async def me(self, current_user: NamedDependency[UserRecord]) -> UserPublic:
         return public(current_user)

@@ -11,7 +11,7 @@ from litestar.exceptions import ServiceUnavailableException
 from redis.exceptions import RedisError
 
 from dashboard_service.gateways import GatewayDirectory
-from dashboard_service.routes._docs import error
+from dashboard_service.routes._docs import error, ok
 from dashboard_service.schemas import GatewayUrl
 from justchat.settings import Settings
 
@@ -26,8 +26,10 @@ NO_GATEWAY: Final = "No gateway available"
     summary="Pick a gateway",
     description="The load balancer's URL when one is configured (JUSTCHAT_PUBLIC_WS_URL);"
     " otherwise the live gateways in turn.",
-    response_description="A WebSocket URL",
-    responses={503: error("No gateway is alive", NO_GATEWAY)},
+    responses={
+        200: ok("A WebSocket URL", GatewayUrl(url="ws://127.0.0.1:8001/ws")),
+        503: error("No gateway is alive", NO_GATEWAY),
+    },
 )
 async def get_gateway(
     settings: NamedDependency[Settings], gateways: NamedDependency[GatewayDirectory]

@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import Message, Scope
 
 from dashboard_service.deps import services_of
-from dashboard_service.routes._docs import error
+from dashboard_service.routes._docs import error, ok
 from justchat.metrics import Registry
 
 CHECK_TIMEOUT_S: Final = 2.0
@@ -58,8 +58,14 @@ def ops_routes(registry: Registry) -> list[HTTPRouteHandler]:
         tags=["ops"],
         summary="Readiness",
         description="200 when PostgreSQL and Redis both answer, 503 with the reason otherwise.",
-        response_description="Both backends answer",
-        responses={503: error("A backend does not answer", "redis: ConnectionError: ...")},
+        responses={
+            200: ok(
+                "Both backends answer",
+                {"status": "ok", "postgres": "ok", "redis": "ok"},
+                data_container=dict[str, str],
+            ),
+            503: error("A backend does not answer", "redis: ConnectionError: ..."),
+        },
         cache=False,
     )
     async def health(state: State) -> Response[dict[str, str]]:
@@ -86,8 +92,17 @@ def ops_routes(registry: Registry) -> list[HTTPRouteHandler]:
         tags=["ops"],
         summary="Prometheus metrics",
         description="Text exposition format 0.0.4.",
-        response_description="Counters and gauges",
         media_type=MediaType.TEXT,
+        responses={
+            200: ok(
+                "Counters and gauges",
+                "# TYPE justchat_dashboard_http_requests_total counter\n"
+                'justchat_dashboard_http_requests_total{method="GET",route="/health",'
+                'status="200"} 3\n',
+                data_container=str,
+                media_type=MediaType.TEXT,
+            )
+        },
     )
     async def metrics() -> Response[str]:
         return Response(registry.render(), media_type=METRICS_MEDIA_TYPE)

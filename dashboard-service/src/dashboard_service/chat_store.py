@@ -1,0 +1,108 @@
+"""The chat data the dashboard reads (chat-service writes it): channels, messages, sanctions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+import asyncpg
+from msgspec import Struct
+
+from dashboard_service.schemas import Sanction, UserMessage
+
+_SANCTION_COLUMNS: Final = "channel_id, username, kind, reason, created_by, created_at, expires_at"
+_ACTIVE: Final = "(expires_at IS NULL OR expires_at > now())"
+
+
+class MessagePage(Struct, frozen=True, kw_only=True):
+    count: int
+    messages: list[UserMessage]
+
+
+def _sanction(row: asyncpg.Record) -> Sanction:
+    return Sanction(
+        channel_id=row["channel_id"],
+        username=row["username"],
+        kind=row["kind"],
+        reason=row["reason"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+class ChatStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def now(self) -> datetime:
+        """PostgreSQL's clock, not ours: row timestamps are compared with it."""
+        now: datetime = await self.pool.fetchval("SELECT clock_timestamp()")
+        return now
+
+    async def channel_exists(self, channel_id: int) -> bool:
+        found: bool = await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)", channel_id
+        )
+        return found
+
+    async def messages_by_sender(self, user_id: int, *, offset: int, limit: int) -> MessagePage:
+        """A user's messages across channels, newest first, and how many there are in all."""
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM messages WHERE sender_id = $1", user_id
+            )
+            rows = await conn.fetch(
+                "SELECT channel_id, sender_username, created_at, content FROM messages"
+                " WHERE sender_id = $1 ORDER BY created_at DESC, channel_id DESC, seq DESC"
+                " LIMIT $2 OFFSET $3",
+                user_id,
+                limit,
+                offset,
+            )
+        messages = [
+            UserMessage(
+                channel_id=row["channel_id"],
+                sender_username=row["sender_username"],
+                timestamp=row["created_at"],
+                content=row["content"],
+            )
+            for row in rows
+        ]
+        return MessagePage(count=count, messages=messages)
+
+    async def active_sanctions(self, channel_id: int, kind: str | None) -> list[Sanction]:
+        """Unexpired mutes and bans of a channel (of one kind if given), newest first."""
+        rows = await self.pool.fetch(
+            f"SELECT {_SANCTION_COLUMNS} FROM sanctions"
+            f" WHERE channel_id = $1 AND ($2::text IS NULL OR kind = $2) AND {_ACTIVE}"
+            " ORDER BY created_at DESC, username, kind",
+            channel_id,
+            kind,
+        )
+        return [_sanction(row) for row in rows]
+
+    async def sanction_since(
+        self, channel_id: int, username: str, kind: str, since: datetime
+    ) -> Sanction | None:
+        """The (channel, user, kind) sanction if it was written at or after ``since``."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_SANCTION_COLUMNS} FROM sanctions"
+            " WHERE channel_id = $1 AND username = $2 AND kind = $3 AND created_at >= $4",
+            channel_id,
+            username,
+            kind,
+            since,
+        )
+        return None if row is None else _sanction(row)
+
+    async def has_sanction(self, channel_id: int, username: str, kind: str) -> bool:
+        """Whether a (channel, user, kind) row exists, expired or not: lifting removes it."""
+        found: bool = await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sanctions"
+            " WHERE channel_id = $1 AND username = $2 AND kind = $3)",
+            channel_id,
+            username,
+            kind,
+        )
+        return found
