@@ -21,6 +21,9 @@ STACK_ENV = {
     "JUSTCHAT_HANDSHAKE_TIMEOUT_S": "2",
     # Exact PROTOCOL.md order for every join and leave; coalescing has its own tests.
     "JUSTCHAT_MEMBERS_INTERVAL_MS": "0",
+    # Tests send in bursts; the rate limit has its own tests with these figures.
+    "JUSTCHAT_SEND_RATE_PER_S": "100",
+    "JUSTCHAT_SEND_BURST": "200",
 }
 
 

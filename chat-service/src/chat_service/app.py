@@ -11,6 +11,7 @@ from typing import Any, Final
 from starlette.applications import Starlette
 
 from chat_service.consumer import CommandProcessor
+from chat_service.moderation import Moderation, SanctionStore
 from chat_service.store import ChatStore
 from justchat import db, events
 from justchat.keys import Keys
@@ -43,7 +44,8 @@ def create_app(settings: Settings) -> Starlette:
         pool = await db.create_pool(settings.database_url)
         redis = redis_client(settings.redis_url)
         store = ChatStore(pool)
-        processor = CommandProcessor(store, redis, keys, settings, registry)
+        moderation = Moderation(SanctionStore(pool), redis, keys)
+        processor = CommandProcessor(store, moderation, redis, keys, settings, registry)
         consumer = PartitionedConsumer(
             redis,
             name="chat",
@@ -60,7 +62,7 @@ def create_app(settings: Settings) -> Starlette:
         state.update(pool=pool, redis=redis, consumer=consumer)
         background = [
             asyncio.create_task(consumer.run(), name="consumer"),
-            asyncio.create_task(_seed_redis(store, redis, keys), name="seed"),
+            asyncio.create_task(_seed_redis(store, moderation, redis, keys), name="seed"),
         ]
         log.info("chat-service %s ready", consumer.consumer)
         try:
@@ -80,11 +82,11 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(routes=ops_routes(registry, health), lifespan=lifespan)
 
 
-async def _seed_redis(store: ChatStore, redis: Any, keys: Keys) -> None:
-    """Keep Redis's derived state whole: the guest counter and the set of channels.
+async def _seed_redis(store: ChatStore, moderation: Moderation, redis: Any, keys: Keys) -> None:
+    """Keep Redis's derived state whole: the guest counter, the set of channels, the mutes.
 
-    Both live in PostgreSQL; Redis keeps nothing on disk, so after a Redis restart they are
-    rebuilt here within a second.
+    All live in PostgreSQL; Redis keeps nothing on disk, so after a Redis restart they are
+    rebuilt here within a second (the guest counter's absence is the sign of a fresh Redis).
     """
     seed = redis.register_script(_SEED_GUESTS)
     while True:
@@ -94,7 +96,8 @@ async def _seed_redis(store: ChatStore, redis: Any, keys: Keys) -> None:
                 channel_ids = await store.channel_ids()
                 if channel_ids:
                     await redis.sadd(keys.channels, *channel_ids)
-                log.info("seeded guest counter and %s channels", len(channel_ids))
+                mutes = await moderation.seed_mutes()
+                log.info("seeded guest counter, %s channels, %s mutes", len(channel_ids), mutes)
         except TRANSIENT as exc:
             log.warning("seeding failed: %r", exc)
         await asyncio.sleep(SEED_INTERVAL_S)

@@ -9,14 +9,27 @@ stored and publishes the same messages with the same seq again, which gateways d
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Final
 
 import redis.asyncio as aioredis
 
 from chat_service import frames
+from chat_service.moderation import Moderation, Refused
 from chat_service.store import ChatStore, StoredMessage
 from justchat import events, wire
-from justchat.events import ChatCommand, Direct, GuestCmd, JoinCmd, Origin, SendCmd, SyncCmd
+from justchat.events import (
+    ChatCommand,
+    Direct,
+    GuestCmd,
+    HistoryCmd,
+    JoinCmd,
+    ModerateCmd,
+    Origin,
+    ReactCmd,
+    SendCmd,
+    SyncCmd,
+)
 from justchat.keys import Keys
 from justchat.metrics import Registry
 from justchat.settings import Settings
@@ -30,12 +43,14 @@ class CommandProcessor:
     def __init__(
         self,
         store: ChatStore,
+        moderation: Moderation,
         redis: aioredis.Redis,
         keys: Keys,
         settings: Settings,
         registry: Registry,
     ) -> None:
         self.store, self.redis, self.keys, self.settings = store, redis, keys, settings
+        self.moderation = moderation
         self.stored = registry.counter("messages_stored", "messages written to PostgreSQL")
         self.published = registry.counter("messages_published", "messages published to channels")
 
@@ -55,6 +70,12 @@ class CommandProcessor:
                     await self.store.create_guest(command.username)
                 case SyncCmd():
                     await self.sync(command)
+                case ModerateCmd():
+                    await self.moderate(command)
+                case ReactCmd():
+                    await self.react(command)
+                case HistoryCmd():
+                    await self.history(command)
         if sends:
             await self.send(sends)
 
@@ -99,7 +120,49 @@ class CommandProcessor:
             await pipe.execute()
         self.published.inc(len(messages))
 
+    async def moderate(self, cmd: ModerateCmd) -> None:
+        try:
+            await self.moderation.apply(cmd)
+        except Refused as refused:
+            log.info("%s may not %s %s: %s", cmd.actor.username, cmd.action, cmd.target, refused)
+            if cmd.origin is not None:
+                await self.direct(cmd.origin, [wire.error_frame(str(refused))])
+
+    async def react(self, cmd: ReactCmd) -> None:
+        count = await self.store.react(
+            message_id=uuid.UUID(cmd.message_id),
+            channel_id=cmd.channel_id,
+            username=cmd.actor.username,
+            emote=cmd.emote,
+            add=cmd.add,
+        )
+        if count is None:
+            await self.direct(cmd.origin, [wire.error_frame(wire.ERR_NO_MESSAGE)])
+            return
+        frame_type = wire.ReactAddFrame if cmd.add else wire.ReactRemoveFrame
+        payload = wire.ReactOut(
+            emote=cmd.emote,
+            message_id=cmd.message_id,
+            channel_id=cmd.channel_id,
+            user=cmd.actor.user_from(),
+            count=count,
+        )
+        frame = frame_type(timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload)
+        await self.redis.publish(
+            self.keys.channel_topic(cmd.channel_id),
+            events.encode(events.ChannelEvent(seq=0, frame=wire.encode_frame(frame))),
+        )
+
+    async def history(self, cmd: HistoryCmd) -> None:
+        messages, has_more = await self.store.page(cmd.channel_id, cmd.before_seq, cmd.limit)
+        await self.direct(cmd.origin, [frames.history_frame(cmd.channel_id, messages, has_more)])
+
     async def join(self, cmd: JoinCmd) -> None:
+        if await self.moderation.store.is_banned(cmd.channel_id, cmd.actor.username):
+            await self.direct(
+                cmd.origin, [wire.error_frame(wire.ERR_BANNED)], request_id=cmd.request_id, ok=False
+            )
+            return
         await self.store.ensure_channel(cmd.channel_id)
         await self.redis.sadd(self.keys.channels, cmd.channel_id)
         if cmd.since_seq is None:

@@ -16,6 +16,7 @@ def message_frame(m: StoredMessage) -> bytes:
         content=m.content,
         seq=m.seq,
         client_msg_id=UNSET if m.client_msg_id is None else m.client_msg_id,
+        reactions=UNSET if m.reactions is None else m.reactions,
     )
     return wire.encode_frame(
         wire.ChatSendFrame(
@@ -28,4 +29,25 @@ def resumed_frame(channel_id: int, recovered: bool, last_seq: int) -> bytes:
     payload = wire.ResumedOut(channel_id=channel_id, recovered=recovered, last_seq=last_seq)
     return wire.encode_frame(
         wire.ResumedFrame(timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload)
+    )
+
+
+def history_frame(channel_id: int, messages: list[StoredMessage], has_more: bool) -> bytes:
+    """A ``channel_history`` page: each message as in ``chat_send`` plus its id and timestamp."""
+    page = [
+        wire.HistoryMessage(
+            id=str(m.id),
+            timestamp=wire.utc_timestamp(m.created_at),
+            channel_id=m.channel_id,
+            sender=wire.UserFrom(username=m.sender_username, is_guest=m.sender_is_guest),
+            content=m.content,
+            seq=m.seq,
+            client_msg_id=UNSET if m.client_msg_id is None else m.client_msg_id,
+            reactions=m.reactions or [],
+        )
+        for m in messages
+    ]
+    payload = wire.HistoryOut(channel_id=channel_id, messages=page, has_more=has_more)
+    return wire.encode_frame(
+        wire.HistoryFrame(timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload)
     )

@@ -9,6 +9,7 @@ import asyncpg
 from msgspec import Struct
 
 from justchat.events import SendCmd
+from justchat.wire import ReactionSummary
 
 
 class StoredMessage(Struct, frozen=True, kw_only=True):
@@ -21,6 +22,7 @@ class StoredMessage(Struct, frozen=True, kw_only=True):
     client_msg_id: str | None
     created_at: datetime
     replayed: bool = False  # it was already stored: this send repeated an earlier one
+    reactions: list[ReactionSummary] | None = None  # filled in for history, not for live sends
 
 
 _COLUMNS = (
@@ -100,7 +102,7 @@ class ChatStore:
         return stored
 
     async def last_messages(self, channel_id: int, limit: int) -> tuple[list[StoredMessage], int]:
-        """The channel's last ``limit`` messages, oldest first, and its last seq."""
+        """The channel's last ``limit`` messages, oldest first, with reactions, and its last seq."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             last_seq = await conn.fetchval(
                 "SELECT last_seq FROM channels WHERE id = $1", channel_id
@@ -110,7 +112,58 @@ class ChatStore:
                 channel_id,
                 limit,
             )
-        return [StoredMessage(**dict(r)) for r in reversed(rows)], int(last_seq or 0)
+            messages = await _with_reactions(conn, list(reversed(rows)))
+        return messages, int(last_seq or 0)
+
+    async def page(
+        self, channel_id: int, before_seq: int | None, limit: int
+    ) -> tuple[list[StoredMessage], bool]:
+        """Keyset page: up to ``limit`` messages below ``before_seq`` (newest page first),
+        oldest first within the page, with reactions; and whether older ones exist."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM messages WHERE channel_id = $1"
+                " AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3",
+                channel_id,
+                before_seq,
+                limit + 1,
+            )
+            has_more = len(rows) > limit
+            messages = await _with_reactions(conn, list(reversed(rows[:limit])))
+        return messages, has_more
+
+    async def react(
+        self, *, message_id: uuid.UUID, channel_id: int, username: str, emote: str, add: bool
+    ) -> int | None:
+        """Add or remove one reaction (idempotent); the emote's count after, or None if the
+        message is not in that channel."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            exists = await conn.fetchval(
+                "SELECT 1 FROM messages WHERE id = $1 AND channel_id = $2", message_id, channel_id
+            )
+            if not exists:
+                return None
+            if add:
+                await conn.execute(
+                    "INSERT INTO reactions (message_id, username, emote) VALUES ($1, $2, $3)"
+                    " ON CONFLICT DO NOTHING",
+                    message_id,
+                    username,
+                    emote,
+                )
+            else:
+                await conn.execute(
+                    "DELETE FROM reactions WHERE message_id = $1 AND username = $2 AND emote = $3",
+                    message_id,
+                    username,
+                    emote,
+                )
+            count = await conn.fetchval(
+                "SELECT count(*) FROM reactions WHERE message_id = $1 AND emote = $2",
+                message_id,
+                emote,
+            )
+        return int(count)
 
     async def messages_after(
         self, channel_id: int, after_seq: int, limit: int
@@ -129,6 +182,9 @@ class ChatStore:
             )
         return [StoredMessage(**dict(r)) for r in rows], int(last_seq or 0)
 
+    async def channel_exists(self, channel_id: int) -> bool:
+        return bool(await self.pool.fetchval("SELECT 1 FROM channels WHERE id = $1", channel_id))
+
     async def create_guest(self, username: str) -> None:
         await self.pool.execute(
             "INSERT INTO users (username, is_guest, role) VALUES ($1, true, 'guest')"
@@ -145,3 +201,23 @@ class ChatStore:
 
     async def channel_ids(self) -> list[int]:
         return [r["id"] for r in await self.pool.fetch("SELECT id FROM channels")]
+
+
+async def _with_reactions(
+    conn: asyncpg.Connection, rows: list[asyncpg.Record]
+) -> list[StoredMessage]:
+    """Messages from rows, each with its reactions summarised (emote, count, users)."""
+    ids = [r["id"] for r in rows]
+    summary: dict[uuid.UUID, list[ReactionSummary]] = {}
+    if ids:
+        for r in await conn.fetch(
+            "SELECT message_id, emote, count(*) AS count,"
+            " array_agg(username ORDER BY created_at, username) AS users"
+            " FROM reactions WHERE message_id = ANY($1::uuid[])"
+            " GROUP BY message_id, emote ORDER BY message_id, min(created_at), emote",
+            ids,
+        ):
+            summary.setdefault(r["message_id"], []).append(
+                ReactionSummary(emote=r["emote"], count=r["count"], users=list(r["users"]))
+            )
+    return [StoredMessage(**dict(r), reactions=summary.get(r["id"], [])) for r in rows]

@@ -41,6 +41,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> Starlette:
         await hub.start()
         gw = Gateway(settings, redis, hub, registry, gateway_id)
         hub.on_reconnect = gw.catch_up
+        hub.on_remove = gw.remove
         state.update(redis=redis, hub=hub, gateway=gw)
         connections = registry.gauge("gateway_connections", "open WebSocket connections")
         channels = registry.gauge("gateway_channels", "channels with local members")

@@ -35,6 +35,24 @@ JOIN_TIMEOUT_S: Final = 10.0
 GUEST_WAIT_S: Final = 5.0
 STREAM_MAXLEN: Final = 1_000_000  # a safety cap: consumers normally keep streams near empty
 
+MODERATORS: Final = frozenset({"admin", "moderator"})
+
+# A token bucket per user, shared by all its connections on every gateway; Redis's clock, so
+# gateways with skewed clocks agree. Returns 0, or how many ms until the next token.
+_TAKE_TOKEN = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now_ms
+tokens = math.min(burst, tokens + (now_ms - at) * rate / 1000)
+if tokens < 1 then return math.ceil((1 - tokens) * 1000 / rate) end
+redis.call('HSET', KEYS[1], 'tokens', tokens - 1, 'at', now_ms)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return 0
+"""
+
 # INCR only once chat-service has seeded the counter from PostgreSQL: a Redis that lost its data
 # must not hand out a guest name that is already stored.
 _NEXT_GUEST = """
@@ -45,6 +63,12 @@ return redis.call('INCR', KEYS[1])
 
 class Unavailable(Exception):
     """Redis could not take a command."""
+
+
+class RateLimited(ProtocolError):
+    def __init__(self, retry_after_ms: int) -> None:
+        super().__init__(wire.ERR_TOO_FAST)
+        self.retry_after_ms = retry_after_ms
 
 
 class Gateway:
@@ -59,6 +83,8 @@ class Gateway:
         self.settings, self.redis, self.hub, self.gateway_id = settings, redis, hub, gateway_id
         self.keys = Keys(settings.redis_prefix)
         self._next_guest = redis.register_script(_NEXT_GUEST)
+        self._take_token = redis.register_script(_TAKE_TOKEN)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.frames_in = registry.counter("gateway_frames_received", "client frames received")
         self.errors_out = registry.counter("gateway_errors_sent", "error frames sent to clients")
 
@@ -153,6 +179,9 @@ class Gateway:
             try:
                 frame = wire.decode_client(_text_of(message))
                 await self.dispatch(conn, frame)
+            except RateLimited as exc:
+                self.errors_out.inc()
+                conn.send_frames([wire.error_frame(exc.detail, retry_after_ms=exc.retry_after_ms)])
             except ProtocolError as exc:
                 self._error(conn, exc.detail)
             except (RedisError, OSError, Unavailable) as exc:
@@ -172,6 +201,7 @@ class Gateway:
                 await self._leave(conn, channel_id)
             case wire.ChannelIn(channel_id=channel_id) if frame.type == "chat_typing":
                 await self._check_member(session, channel_id)
+                await self._check_not_muted(session, channel_id, rate_limited=False)
                 await self._presence(
                     events.PresenceTyping(channel_id=channel_id, user=session.user)
                 )
@@ -179,6 +209,7 @@ class Gateway:
                 await self._check_member(session, channel_id)
                 if len(content) > self.settings.max_message_chars:
                     raise ProtocolError(wire.ERR_TOO_LONG)
+                await self._check_not_muted(session, channel_id, rate_limited=True)
                 await self._command(
                     partition_of(channel_id, self.settings.partitions),
                     events.SendCmd(
@@ -190,11 +221,52 @@ class Gateway:
                         client_msg_id=frame.payload.client_msg_id,
                     ),
                 )
-            case wire.HelloIn():
+            case wire.ReactIn(channel_id=channel_id, message_id=message_id, emote=emote):
+                await self._check_member(session, channel_id)  # muted users may react
+                try:
+                    message_id = str(uuid.UUID(message_id))
+                except ValueError as exc:
+                    raise ProtocolError(wire.ERR_MALFORMED) from exc
+                await self._command(
+                    partition_of(channel_id, self.settings.partitions),
+                    events.ReactCmd(
+                        add=frame.type == "chat_react_add",
+                        channel_id=channel_id,
+                        message_id=message_id,
+                        emote=emote,
+                        actor=session.actor,
+                        origin=self._origin(conn),
+                    ),
+                )
+            case wire.KickIn() | wire.MuteIn() | wire.UnmuteIn() as order:
+                await self._check_member(session, channel_id := order.channel_id)
+                if session.role not in MODERATORS:
+                    raise ProtocolError(wire.ERR_NO_PERMISSION)
+                await self._command(
+                    partition_of(channel_id, self.settings.partitions),
+                    events.ModerateCmd(
+                        action=frame.type.removeprefix("chat_"),
+                        channel_id=channel_id,
+                        actor=session.actor,
+                        target=order.target,
+                        duration_s=getattr(order, "duration", None),
+                        reason=getattr(order, "reason", None),
+                        origin=self._origin(conn),
+                    ),
+                )
+            case wire.HistoryIn(channel_id=channel_id, before_seq=before_seq, limit=limit):
+                await self._check_member(session, channel_id)
+                await self._command(
+                    partition_of(channel_id, self.settings.partitions),
+                    events.HistoryCmd(
+                        channel_id=channel_id,
+                        before_seq=before_seq,
+                        limit=limit,
+                        origin=self._origin(conn),
+                    ),
+                )
+            case _:  # hello after the handshake
                 raise ProtocolError(wire.ERR_INVALID_FORMAT)
-            case _:
-                # Reactions, moderation and paging are not served by this gateway yet.
-                raise ProtocolError(wire.ERR_UNEXPECTED)
 
     async def _check_member(self, session: Session, channel_id: int) -> None:
         if session.is_member(channel_id):
@@ -202,6 +274,25 @@ class Gateway:
         if not await self.redis.sismember(self.keys.channels, str(channel_id)):
             raise ProtocolError(wire.ERR_NO_CHANNEL)
         raise ProtocolError(wire.ERR_NOT_MEMBER)
+
+    async def _check_not_muted(
+        self, session: Session, channel_id: int, *, rate_limited: bool
+    ) -> None:
+        """The mute check, and for sends the user's rate (one round trip for both)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.channel_mutes(channel_id), session.username)
+            if rate_limited:
+                await self._take_token(
+                    keys=[self.keys.send_rate(session.username)],
+                    args=[self.settings.send_rate_per_s, self.settings.send_burst],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        mute = replies[0]
+        if mute is not None and (int(mute) == 0 or int(mute) > time.time() * 1000):
+            raise ProtocolError(wire.ERR_MUTED)
+        if rate_limited and int(replies[1]) > 0:
+            raise RateLimited(int(replies[1]))
 
     async def _join(self, conn: Connection, channel_id: int, since_seq: int | None) -> None:
         session = conn.session
@@ -255,6 +346,19 @@ class Gateway:
                 log.warning("leave of %s from %s not recorded: %r", conn.conn_id, channel_id, exc)
         await self.announce_online(conn, online=False)
         await conn.drain()
+
+    def remove(self, channel_id: int, conns: list[Connection]) -> None:
+        """Kicked or banned: take these connections out of the channel, as a leave would."""
+        for conn in conns:
+            task = asyncio.create_task(self._removed(conn, channel_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _removed(self, conn: Connection, channel_id: int) -> None:
+        try:
+            await self._leave(conn, channel_id)
+        except (RedisError, OSError) as exc:
+            log.warning("removal of %s from %s not recorded: %r", conn.conn_id, channel_id, exc)
 
     async def catch_up(self) -> None:
         """After pub/sub was down: ask for what each local channel may have missed since the

@@ -44,6 +44,9 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self.on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None
+        # Kick and ban: called with the channel and the target's local connections, which have
+        # already been given the frame and have stopped receiving the channel's events.
+        self.on_remove: Callable[[int, list[Connection]], None] | None = None
         self.events_in = registry.counter("gateway_events_received", "pub/sub events received")
         self.reconnects = registry.counter("gateway_pubsub_reconnects", "pub/sub reconnections")
         self.frames_out = registry.counter("gateway_frames_fanned_out", "frames handed to members")
@@ -165,11 +168,18 @@ class Hub:
 
     def _fan_out(self, channel_id: int, event: ChannelEvent) -> None:
         local = self.members.get(channel_id)
-        if local:
-            frame = event.frame.decode()
-            for member in list(local.values()):
-                member.deliver(channel_id, event.seq, frame)
-            self.frames_out.inc(len(local))
+        if not local:
+            return
+        frame = event.frame.decode()
+        for member in list(local.values()):
+            member.deliver(channel_id, event.seq, frame)
+        self.frames_out.inc(len(local))
+        if event.remove is not None:
+            targets = [c for c in local.values() if c.session.username == event.remove]
+            for conn in targets:
+                conn.session.leave(channel_id)  # nothing more from this channel reaches it
+            if targets and self.on_remove is not None:
+                self.on_remove(channel_id, targets)
 
     def _direct(self, event: Direct) -> None:
         if event.request_id is not None:

@@ -91,7 +91,27 @@ class SyncCmd(Command, frozen=True, kw_only=True, tag="sync"):
     since_seq: int
 
 
-ChatCommand = SendCmd | JoinCmd | GuestCmd | ModerateCmd | SyncCmd
+class ReactCmd(Command, frozen=True, kw_only=True, tag="react"):
+    """Add (``add``) or remove a reaction; idempotent per (message, user, emote)."""
+
+    add: bool
+    channel_id: int
+    message_id: str
+    emote: str
+    actor: Actor
+    origin: Origin
+
+
+class HistoryCmd(Command, frozen=True, kw_only=True, tag="history"):
+    """A page of a channel's history for one connection (``channel_history``)."""
+
+    channel_id: int
+    before_seq: int | None
+    limit: int
+    origin: Origin
+
+
+ChatCommand = SendCmd | JoinCmd | GuestCmd | ModerateCmd | SyncCmd | ReactCmd | HistoryCmd
 
 # -- presence-service commands (stream presence) ---------------------------------------------
 
@@ -139,6 +159,7 @@ class ChannelEvent(Struct, frozen=True, kw_only=True, array_like=True):
 
     seq: int
     frame: bytes
+    remove: str | None = None  # kick and ban: after this frame, gateways drop this user
 
 
 class Direct(Struct, frozen=True, kw_only=True, array_like=True, tag="direct"):

@@ -18,6 +18,7 @@ stands for the ``|`` separator.)
 | ``{ch:N}:events`` | pub/sub | chat, presence | encoded frames for channel N's members |
 | ``{ch:N}:recent`` | stream | chat-service | last messages of N (resume window) |
 | ``{ch:N}:conns`` | hash | presence-service | connection -> member of channel N |
+| ``{ch:N}:mutes`` | hash | chat-service | username -> mute expiry in ms (0: until lifted) |
 | ``{ch:N}:typing:{user}`` | string | presence-service | typing marker with a short TTL |
 | ``gw:{id}:inbox`` | pub/sub | chat-service | frames addressed to one gateway's conns |
 | ``gw:{id}:conns`` | set | presence-service | ``channel/conn`` pairs (``~/conn`` for online) |
@@ -28,6 +29,7 @@ stands for the ``|`` separator.)
 | ``active-channels`` | zset | presence-service | channel id -> live connection count |
 | ``online-conns`` | hash | presence-service | ``gateway/conn`` -> username of live connections |
 | ``online-users`` | hash | presence-service | username -> number of live connections |
+| ``rate:{user}`` | hash | gateway | the user's send-rate token bucket |
 | ``guest-seq`` | string | gateway, chat | last guest number handed out |
 """
 
@@ -85,6 +87,12 @@ class Keys:
 
     def channel_conns(self, channel_id: int) -> str:
         return f"{self.prefix}{{ch:{channel_id}}}:conns"
+
+    def channel_mutes(self, channel_id: int) -> str:
+        return f"{self.prefix}{{ch:{channel_id}}}:mutes"
+
+    def send_rate(self, username: str) -> str:
+        return f"{self.prefix}rate:{username}"
 
     def channel_typing(self, channel_id: int, username: str) -> str:
         return f"{self.prefix}{{ch:{channel_id}}}:typing:{username}"

@@ -39,6 +39,10 @@ class Settings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     recent_window: int = 1_000
     typing_interval_ms: int = 2_000
     members_interval_ms: int = 1_000
+    send_rate_per_s: float = 5.0
+    send_burst: int = 20
+    admin_username: str = ""
+    admin_password: str = ""
     cors_origins: str = "*"
     log_format: str = "text"
     log_level: str = "INFO"
@@ -88,6 +92,19 @@ FIELDS: Final[dict[str, tuple[str, str]]] = {
         "JUSTCHAT_MEMBERS_INTERVAL_MS",
         "channel_members is broadcast at most once per this, per channel",
     ),
+    "send_rate_per_s": (
+        "JUSTCHAT_SEND_RATE_PER_S",
+        "messages per second a user may send, across all its connections",
+    ),
+    "send_burst": (
+        "JUSTCHAT_SEND_BURST",
+        "messages a user may send at once before the rate applies",
+    ),
+    "admin_username": (
+        "JUSTCHAT_ADMIN_USERNAME",
+        "the first admin: created at start by dashboard-service if absent",
+    ),
+    "admin_password": ("JUSTCHAT_ADMIN_PASSWORD", "that admin's password (used only to create it)"),
     "cors_origins": ("JUSTCHAT_CORS_ORIGINS", "comma-separated origins allowed by the REST API"),
     "log_format": ("JUSTCHAT_LOG_FORMAT", "`text` or `json`"),
     "log_level": ("JUSTCHAT_LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR"),
@@ -144,6 +161,14 @@ def _validate(s: Settings) -> None:
     need(s.recent_window >= 0, "JUSTCHAT_RECENT_WINDOW must not be negative")
     need(s.typing_interval_ms >= 1, "JUSTCHAT_TYPING_INTERVAL_MS must be positive")
     need(s.members_interval_ms >= 0, "JUSTCHAT_MEMBERS_INTERVAL_MS must not be negative")
+    need(
+        s.send_rate_per_s > 0 and s.send_burst >= 1,
+        "JUSTCHAT_SEND_RATE_PER_S must be positive and JUSTCHAT_SEND_BURST at least 1",
+    )
+    need(
+        bool(s.admin_username) == bool(s.admin_password),
+        "JUSTCHAT_ADMIN_USERNAME and JUSTCHAT_ADMIN_PASSWORD go together",
+    )
     need(s.log_format in ("text", "json"), "JUSTCHAT_LOG_FORMAT must be text or json")
     need(0 < s.port < 65536, "JUSTCHAT_PORT must be a TCP port")
 

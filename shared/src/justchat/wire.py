@@ -44,6 +44,7 @@ ERR_UNEXPECTED: Final = "Unexpeted error. Try again."  # sic: the original clien
 ERR_TOO_LONG: Final = "Message is too long."
 ERR_TOO_FAST: Final = "You are sending messages too fast."
 ERR_UNAVAILABLE: Final = "Service temporarily unavailable, retry."
+ERR_NO_MESSAGE: Final = "Message does not exist."
 
 
 class UserFrom(Struct, frozen=True, kw_only=True):
