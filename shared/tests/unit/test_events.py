@@ -14,6 +14,7 @@ from justchat.events import (
     ChannelEvent,
     Direct,
     GuestCmd,
+    HistoryCmd,
     JoinCmd,
     ModerateCmd,
     Origin,
@@ -21,6 +22,7 @@ from justchat.events import (
     PresenceLeave,
     PresenceOnline,
     PresenceTyping,
+    ReactCmd,
     SendCmd,
     SyncCmd,
 )
@@ -60,6 +62,15 @@ CHAT_COMMANDS: list[events.ChatCommand] = [
     ),
     ModerateCmd(action="unban", channel_id=8, actor=ALICE, target="bob"),  # from the REST API
     SyncCmd(channel_id=8, gateway="gw-1", since_seq=41),
+    ReactCmd(
+        add=True,
+        channel_id=8,
+        message_id="7c9d0e1f-2a3b-4c5d-8e6f-a7b8c9d0e1f2",
+        emote=":+1:",
+        actor=GUEST,
+        origin=ORIGIN,
+    ),
+    HistoryCmd(channel_id=8, before_seq=None, limit=50, origin=ORIGIN),
 ]
 PRESENCE_COMMANDS: list[events.AnyPresenceCmd] = [
     PresenceJoin(channel_id=8, origin=ORIGIN, user=ALICE.user_from()),
@@ -99,6 +110,8 @@ def test_commands_are_tagged_with_k() -> None:
         GuestCmd: "guest",
         ModerateCmd: "moderate",
         SyncCmd: "sync",
+        ReactCmd: "react",
+        HistoryCmd: "history",
     }
     presence = {type(c): msgspec.msgpack.decode(events.encode(c))["k"] for c in PRESENCE_COMMANDS}
     assert presence == {
@@ -128,7 +141,7 @@ def test_optional_fields_default() -> None:
     join = events.chat_command_decoder.decode(events.encode(CHAT_COMMANDS[2]))
     assert isinstance(join, JoinCmd)
     assert join.since_seq is None
-    moderate = events.chat_command_decoder.decode(events.encode(CHAT_COMMANDS[-2]))
+    moderate = events.chat_command_decoder.decode(events.encode(CHAT_COMMANDS[6]))
     assert isinstance(moderate, ModerateCmd)
     assert (moderate.duration_s, moderate.reason, moderate.origin) == (None, None, None)
 
@@ -142,13 +155,19 @@ def test_a_presence_command_is_not_a_chat_command() -> None:
 
 
 @pytest.mark.parametrize(
-    "event", [ChannelEvent(seq=0, frame=FRAME), ChannelEvent(seq=2**40, frame=b"")], ids=repr
+    "event",
+    [
+        ChannelEvent(seq=0, frame=FRAME),
+        ChannelEvent(seq=2**40, frame=b""),
+        ChannelEvent(seq=0, frame=FRAME, remove="bob"),
+    ],
+    ids=repr,
 )
 def test_channel_event_round_trip(event: ChannelEvent) -> None:
     data = events.encode(event)
     decoded = events.channel_event_decoder.decode(data)
     assert decoded == event
-    assert msgspec.msgpack.decode(data) == [event.seq, event.frame]
+    assert msgspec.msgpack.decode(data) == [event.seq, event.frame, event.remove]
 
 
 INBOX_EVENTS: list[events.InboxEvent] = [
@@ -183,7 +202,7 @@ def test_inbox_events_are_tagged_arrays() -> None:
         0,
     ]
     catch_up = CatchUp(channel_id=8, events=[ChannelEvent(seq=1, frame=b"f")])
-    assert msgspec.msgpack.decode(events.encode(catch_up)) == ["catchup", 8, [[1, b"f"]]]
+    assert msgspec.msgpack.decode(events.encode(catch_up)) == ["catchup", 8, [[1, b"f", None]]]
 
 
 def test_direct_defaults() -> None:

@@ -37,6 +37,7 @@ def all_names(k: Keys) -> list[str]:
         k.channel_topic(8),
         k.channel_recent(8),
         k.channel_conns(8),
+        k.channel_mutes(8),
         k.channel_typing(8, "alice"),
         k.gateway_inbox("gw1"),
         k.gateway_conns("gw1"),
@@ -47,6 +48,7 @@ def all_names(k: Keys) -> list[str]:
         k.active_channels,
         k.online_conns,
         k.online_users,
+        k.send_rate("alice"),
         k.guest_seq,
     ]
 
@@ -108,8 +110,9 @@ def test_the_docstring_table_matches_the_names_built() -> None:
         lambda k, c: k.channel_recent(c),
         lambda k, c: k.channel_conns(c),
         lambda k, c: k.channel_typing(c, "a{b}c"),
+        lambda k, c: k.channel_mutes(c),
     ],
-    ids=["topic", "recent", "conns", "typing"],
+    ids=["topic", "recent", "conns", "typing", "mutes"],
 )
 @pytest.mark.parametrize("channel_id", [0, 8, -5, 2**31 - 1, -(2**31)])
 def test_channel_keys_share_one_hash_tag(
