@@ -269,3 +269,35 @@ async def test_a_killed_service_is_restarted_and_nothing_sent_is_lost(
     async with httpx.AsyncClient(timeout=5) as http:
         health = await http.get(chat.health_url)
     assert health.status_code == 200
+
+
+async def test_resume_replays_exactly_what_was_missed(connect, channel_id: int) -> None:
+    a = await connect(0)
+    b = await connect(1)
+    await joined(a, channel_id)
+    await joined(b, channel_id)
+    for i in range(3):
+        await a.send(channel_id, f"before {i}")
+        await b.expect("chat_send")
+    seen = b.last_seq[channel_id]
+    await b.close()
+    for i in range(4):
+        await a.send(channel_id, f"missed {i}")
+    for _ in range(4):
+        await a.expect("chat_send")
+    again = await connect(0)
+    await again.join(channel_id, since_seq=seen)
+    replay = [await again.recv() for _ in range(4)]
+    assert [f.payload.content for f in replay] == [f"missed {i}" for i in range(4)]
+    assert [f.payload.seq for f in replay] == list(range(seen + 1, seen + 5))
+    resumed = await again.recv()
+    assert isinstance(resumed, wire.ResumedFrame)
+    assert resumed.payload == wire.ResumedOut(
+        channel_id=channel_id, recovered=True, last_seq=seen + 4
+    )
+    # Nothing missed: nothing replayed, and still told where the channel stands.
+    current = await connect(1)
+    await current.join(channel_id, since_seq=seen + 4)
+    resumed = await current.recv()
+    assert isinstance(resumed, wire.ResumedFrame)
+    assert resumed.payload.last_seq == seen + 4

@@ -53,6 +53,7 @@ class CommandProcessor:
         self.moderation = moderation
         self.stored = registry.counter("messages_stored", "messages written to PostgreSQL")
         self.published = registry.counter("messages_published", "messages published to channels")
+        self.resumes = registry.counter("resumes", "channel_join with since_seq, by source")
 
     async def handle(self, commands: list[ChatCommand]) -> None:
         sends: list[SendCmd] = []
@@ -105,9 +106,12 @@ class CommandProcessor:
             for m in messages:
                 frame = frames.message_frame(m)
                 if self.settings.recent_window:
+                    # The entry id is the seq, so a resume reads exactly the entries after it.
+                    # A replay's XADD fails (the id is not above the top): it is there already.
                     pipe.xadd(
                         self.keys.channel_recent(m.channel_id),
-                        {"seq": m.seq, "frame": frame},
+                        {"frame": frame},
+                        id=f"{m.seq}-1",
                         maxlen=self.settings.recent_window,
                         approximate=True,
                     )
@@ -117,7 +121,10 @@ class CommandProcessor:
                 )
                 # A message ends its sender's typing: the next keystroke is announced at once.
                 pipe.delete(self.keys.channel_typing(m.channel_id, m.sender_username))
-            await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and "equal or smaller" not in str(reply):
+                raise reply
         self.published.inc(len(messages))
 
     async def moderate(self, cmd: ModerateCmd) -> None:
@@ -170,14 +177,34 @@ class CommandProcessor:
                 cmd.channel_id, self.settings.history_limit
             )
             out = [frames.message_frame(m) for m in history]
+        elif (window := await self._from_window(cmd.channel_id, cmd.since_seq)) is not None:
+            out, last_seq = window
+            self.resumes.inc(source="window")
+            out.append(frames.resumed_frame(cmd.channel_id, True, last_seq))
         else:
             history, last_seq = await self.store.messages_after(
                 cmd.channel_id, cmd.since_seq, MAX_RESUME
             )
             recovered = last_seq - cmd.since_seq <= MAX_RESUME
+            self.resumes.inc(source="postgres" if recovered else "too-old")
             out = [frames.message_frame(m) for m in history] if recovered else []
             out.append(frames.resumed_frame(cmd.channel_id, recovered, last_seq))
         await self.direct(cmd.origin, out, request_id=cmd.request_id, last_seq=last_seq)
+
+    async def _from_window(self, channel_id: int, since_seq: int) -> tuple[list[bytes], int] | None:
+        """The frames after ``since_seq`` and the last seq, if the recent window covers them."""
+        key = self.keys.channel_recent(channel_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(key, count=1)
+            pipe.xrevrange(key, count=1)
+            pipe.xrange(key, min=f"{since_seq + 1}-0", count=MAX_RESUME + 1)
+            first, last, missed = await pipe.execute()
+        if not first or int(first[0][0].split(b"-")[0]) > since_seq + 1:
+            return None  # empty (Redis lost it, or nothing sent yet) or the gap starts earlier
+        if len(missed) > MAX_RESUME:
+            return None
+        last_seq = int(last[0][0].split(b"-")[0])
+        return [fields[b"frame"] for _, fields in missed], last_seq
 
     async def sync(self, cmd: SyncCmd) -> None:
         missed, _ = await self.store.messages_after(cmd.channel_id, cmd.since_seq, MAX_RESUME)

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from justchat import events, wire
 from justchat.events import ModerateCmd
 from justchat.keys import Keys
+from justchat.members import member_list
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,7 @@ class Moderation:
 
     async def _is_member(self, channel_id: int, username: str) -> bool:
         values = await self.redis.hvals(self.keys.channel_conns(channel_id))
-        # Values are first_seen_ms|is_guest|username (see presence-service).
-        return any(cast(bytes, v).split(b"|", 2)[2].decode() == username for v in values)
+        return any(user.username == username for user in member_list(cast(list[bytes], values)))
 
     async def _announce(
         self,

@@ -37,8 +37,10 @@ from dashboard_service.routes import (
     openapi_json,
     ops_routes,
 )
+from dashboard_service.rules import InvalidInput, check_password, clean_username
 from dashboard_service.store import UserStore
 from justchat import db
+from justchat.errors import ConfigError
 from justchat.keys import Keys
 from justchat.metrics import Registry
 from justchat.service import redis_client
@@ -62,12 +64,13 @@ def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        admin = _admin_account(settings)  # before any connection: a bad one stops start-up
         pool = await db.create_pool(settings.database_url)
         redis = redis_client(settings.redis_url)
         keys = Keys(settings.redis_prefix)
         chat = ChatStore(pool)
         try:
-            app.state[SERVICES] = Services(
+            services = Services(
                 pool=pool,
                 redis=redis,
                 users=UserStore(pool),
@@ -80,6 +83,9 @@ def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S)
                     redis, keys, settings.partitions, chat, wait_s=moderation_wait_s
                 ),
             )
+            if admin is not None:
+                await _ensure_admin(services.users, services.passwords, *admin)
+            app.state[SERVICES] = services
             log.info("dashboard-service ready")
             yield
         finally:
@@ -131,6 +137,47 @@ def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S)
     )
     _drop_litestar_400(app.openapi_schema)
     return app
+
+
+def _admin_account(settings: Settings) -> tuple[str, str] | None:
+    """(username, password) of the configured first admin, or None when none is configured.
+
+    The signup rules apply; ``ConfigError`` naming the variable when they are broken.
+    """
+    if not settings.admin_username:
+        return None  # settings validation makes the two come together
+    try:
+        username = clean_username(settings.admin_username)
+    except InvalidInput as exc:
+        raise ConfigError(f"JUSTCHAT_ADMIN_USERNAME is unfit: {exc}") from None
+    try:
+        check_password(settings.admin_password)
+    except InvalidInput as exc:
+        raise ConfigError(f"JUSTCHAT_ADMIN_PASSWORD is unfit: {exc}") from None
+    return username, settings.admin_password
+
+
+async def _ensure_admin(
+    users: UserStore, passwords: Passwords, username: str, password: str
+) -> None:
+    """Create the admin account ``username`` unless a user of that name exists.
+
+    An existing user is left as it is (password and role too): the configured password only
+    bootstraps, and changes made since must survive restarts. Replicas starting together are
+    safe: the insert does nothing for all but one of them.
+    """
+    existing = await users.by_username(username)
+    if existing is not None:
+        log.info(
+            "the admin user %r exists already (role %s); left unchanged", username, existing.role
+        )
+        return
+    # The SELECT above only spares a hash on every later start; the insert decides.
+    created = await users.create_if_absent(username, await passwords.hash(password), role="admin")
+    if created is None:
+        log.info("the admin user %r was created meanwhile by another replica", username)
+    else:
+        log.info("created the admin user %r (JUSTCHAT_ADMIN_USERNAME)", username)
 
 
 def _origins(value: str) -> list[str]:

@@ -2,7 +2,8 @@
 
 ``active-channels`` is a sorted set: channel id -> live connection count; presence-service
 removes a channel when its last connection leaves. ``{ch:N}:conns`` is a hash: field
-``gateway|conn``, value ``first_seen_ms|is_guest(0/1)|username``.
+``gateway|conn``, value ``first_seen_ms|is_guest(0/1)|username`` (the format lives in
+``justchat.members``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 from msgspec import Struct
 
+from justchat import members
 from justchat.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -24,28 +26,34 @@ class LiveMember(Struct, frozen=True, kw_only=True):
     first_seen_ms: int
 
 
+def _live(member: members.Member) -> LiveMember:
+    return LiveMember(
+        username=member.user.username,
+        is_guest=member.user.is_guest,
+        first_seen_ms=member.first_seen_ms,
+    )
+
+
 def parse_member(value: bytes | str) -> LiveMember | None:
     """One ``{ch:N}:conns`` value, or None if it is not of the documented form."""
-    text = value.decode(errors="replace") if isinstance(value, bytes) else value
-    seen, _, rest = text.partition("|")
-    guest, _, username = rest.partition("|")
-    if not seen.isdecimal() or guest not in ("0", "1") or not username:
+    try:
+        return _live(members.parse_member(value))
+    except ValueError:
         return None
-    return LiveMember(username=username, is_guest=guest == "1", first_seen_ms=int(seen))
 
 
 def distinct_members(values: Iterable[bytes | str]) -> list[LiveMember]:
-    """Each user once (however many connections), by first arrival, then by name."""
-    first: dict[str, LiveMember] = {}
+    """Each user once (however many connections), by first arrival, then by name.
+
+    Malformed values are logged and skipped: one bad entry must not hide a channel's members.
+    """
+    parsed: list[members.Member] = []
     for value in values:
-        member = parse_member(value)
-        if member is None:
+        try:
+            parsed.append(members.parse_member(value))
+        except ValueError:
             log.warning("skipping a malformed presence value %r", value)
-            continue
-        known = first.get(member.username)
-        if known is None or member.first_seen_ms < known.first_seen_ms:
-            first[member.username] = member
-    return sorted(first.values(), key=lambda m: (m.first_seen_ms, m.username))
+    return [_live(member) for member in members.distinct(parsed)]
 
 
 class LivePresence:

@@ -68,6 +68,23 @@ class UserStore:
             raise UsernameTaken(username) from exc
         return _record(row)
 
+    async def create_if_absent(
+        self, username: str, password_hash: str, *, role: str = "user"
+    ) -> UserRecord | None:
+        """Insert an account unless the username is in use; None then, the row left untouched.
+
+        ``ON CONFLICT DO NOTHING`` decides, so replicas starting together insert it once and
+        none of them fails.
+        """
+        row = await self.pool.fetchrow(
+            f"INSERT INTO users (username, password_hash, is_guest, role)"
+            f" VALUES ($1, $2, false, $3) ON CONFLICT (username) DO NOTHING RETURNING {_COLUMNS}",
+            username,
+            password_hash,
+            role,
+        )
+        return None if row is None else _record(row)
+
     async def by_username(self, username: str) -> UserRecord | None:
         row = await self.pool.fetchrow(
             f"SELECT {_COLUMNS} FROM users WHERE username = $1", username

@@ -1,8 +1,9 @@
 """Presence state in Redis: which connections are in which channel, updated atomically.
 
 A channel's connections are a hash ``{ch:N}:conns``: field ``gateway|conn``, value
-``first_seen_ms|is_guest|username``. A user is a member while any of its connections is in the
-hash, so several tabs or gateways show it once. Each gateway's connections are also indexed in
+``first_seen_ms|is_guest|username``, built and parsed by ``justchat.members`` (the Lua below
+matches the same shape). A user is a member while any of its connections is in the hash, so
+several tabs or gateways show it once. Each gateway's connections are also indexed in
 ``gw:{id}:conns`` so a dead gateway's can be found and removed.
 """
 
@@ -16,7 +17,18 @@ from msgspec import Struct
 
 from justchat.events import Origin
 from justchat.keys import Keys
+from justchat.members import Member, format_member, member_list, parse_member
 from justchat.wire import UserFrom
+
+__all__ = [
+    "ONLINE_MARK",
+    "JoinResult",
+    "LeaveResult",
+    "Member",
+    "PresenceStore",
+    "member_list",
+    "parse",
+]
 
 _JOIN = """
 local function user_of(v) return string.match(v, '^%d+|[01]|(.*)$') end
@@ -65,24 +77,8 @@ return left
 ONLINE_MARK = "~"  # stands for the channel in gw:{id}:conns entries that record a connection
 
 
-class Member(Struct, frozen=True):
-    first_seen_ms: int
-    user: UserFrom
-
-
-def parse(value: bytes) -> Member:
-    seen, guest, username = value.decode().split("|", 2)
-    return Member(int(seen), UserFrom(username=username, is_guest=guest == "1"))
-
-
-def member_list(values: list[bytes]) -> list[UserFrom]:
-    """Each user once, in the order they first joined."""
-    first: dict[str, Member] = {}
-    for member in map(parse, values):
-        known = first.get(member.user.username)
-        if known is None or member.first_seen_ms < known.first_seen_ms:
-            first[member.user.username] = member
-    return [m.user for m in sorted(first.values(), key=lambda m: m.first_seen_ms)]
+# The member format moved to justchat.members; these names stay importable from here.
+parse = parse_member
 
 
 class JoinResult(Struct, frozen=True):
@@ -104,7 +100,7 @@ class PresenceStore:
         self._online = redis.register_script(_ONLINE)
 
     async def join(self, channel_id: int, origin: Origin, user: UserFrom) -> JoinResult:
-        value = f"{int(time.time() * 1000)}|{int(user.is_guest)}|{user.username}"
+        value = format_member(Member(int(time.time() * 1000), user))
         reply = await self._join(
             keys=[
                 self.keys.channel_conns(channel_id),
@@ -127,11 +123,11 @@ class PresenceStore:
         )
         if not reply:
             return None
-        gone = parse(reply[0]).user
+        gone = parse_member(reply[0]).user
         rest = reply[1:]
         return LeaveResult(
             user=gone,
-            still_present=any(parse(v).user.username == gone.username for v in rest),
+            still_present=any(parse_member(v).user.username == gone.username for v in rest),
             members=member_list(rest),
         )
 
