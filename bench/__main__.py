@@ -149,7 +149,7 @@ async def main(args: argparse.Namespace) -> None:
         "resident memory after the run (MB): "
         + ", ".join(f"{name} {mb:.0f}" for name, mb in memory.items()),
     ]
-    print("\n".join(lines))  # noqa: T201 - the benchmark's output is its report
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
