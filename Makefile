@@ -8,7 +8,7 @@ SRC_DIRS := $(addsuffix /src,$(MEMBERS))
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check fmt bench compose-up compose-config requirements clean
+.PHONY: help install run test test-fast test-deploy system-packages check fmt bench compose-up compose-config requirements clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -26,10 +26,23 @@ run: $(STAMP) ## start the whole system (private Redis/PostgreSQL unless REDIS_U
 	$(BIN)/python -m justchat.stack
 
 test: $(STAMP) ## run every test against real Redis and PostgreSQL (configured, else private)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not deploy" $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not deploy" $(PYTEST_ARGS)
+
+test-deploy: $(STAMP) system-packages ## nginx (deploy/nginx.conf) in front of the stack; compose file check
+	$(BIN)/python -m pytest -m deploy $(PYTEST_ARGS)
+
+SYSTEM_PACKAGES := nginx docker-compose
+system-packages: ## install the Debian packages test-deploy needs (as root, with apt-get)
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	    command -v $$p >/dev/null || [ -x /usr/sbin/$$p ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else echo "test-deploy needs:$$missing (install them, e.g. with apt-get)"; exit 1; fi; \
+	fi
 
 check: $(STAMP) ## lint, format check and strict type check
 	$(BIN)/ruff check .

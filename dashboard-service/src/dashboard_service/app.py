@@ -18,6 +18,7 @@ from litestar.types import Method
 
 from dashboard_service.audit_store import AuditStore
 from dashboard_service.chat_store import ChatStore
+from dashboard_service.dead_letters import DeadLetterStreams
 from dashboard_service.deps import DEPENDENCIES, SERVICES, SETTINGS, Services
 from dashboard_service.errors import EXCEPTION_HANDLERS
 from dashboard_service.gateways import GatewayDirectory
@@ -29,10 +30,12 @@ from dashboard_service.routes import (
     BEARER,
     AuthController,
     ChannelsController,
+    DeadLettersController,
     RequestCounter,
     SanctionsController,
     UsersController,
     audit_log,
+    channel_messages,
     get_gateway,
     openapi_json,
     ops_routes,
@@ -82,6 +85,7 @@ def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S)
                 moderator=Moderator(
                     redis, keys, settings.partitions, chat, wait_s=moderation_wait_s
                 ),
+                dead_letters=DeadLetterStreams(redis, keys),
             )
             if admin is not None:
                 await _ensure_admin(services.users, services.passwords, *admin)
@@ -99,11 +103,13 @@ def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S)
             AuthController,
             get_gateway,
             openapi_json,
+            channel_messages,
             # The dashboard: each guarded by guards.require_roles("admin", "moderator").
             UsersController,
             ChannelsController,
             SanctionsController,
             audit_log,
+            DeadLettersController,
         ],
     )
     app = Litestar(

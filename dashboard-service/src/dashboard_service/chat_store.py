@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Final
 
 import asyncpg
 from msgspec import Struct
 
-from dashboard_service.schemas import Sanction, UserMessage
+from dashboard_service.schemas import (
+    ChannelMessage,
+    MessageSender,
+    ReactionSummary,
+    Sanction,
+    UserMessage,
+)
+from justchat.wire import utc_timestamp
 
 _SANCTION_COLUMNS: Final = "channel_id, username, kind, reason, created_by, created_at, expires_at"
 _ACTIVE: Final = "(expires_at IS NULL OR expires_at > now())"
+_MESSAGE_COLUMNS: Final = (
+    "id, channel_id, seq, sender_username, sender_is_guest, content, client_msg_id, created_at"
+)
+# chat-service's summary of reactions (its store's ``_with_reactions``): the history frames and
+# this API must agree on the order of emotes and of users.
+_REACTIONS: Final = (
+    "SELECT message_id, emote, count(*) AS count,"
+    " array_agg(username ORDER BY created_at, username) AS users"
+    " FROM reactions WHERE message_id = ANY($1::uuid[])"
+    " GROUP BY message_id, emote ORDER BY message_id, min(created_at), emote"
+)
 
 
 class MessagePage(Struct, frozen=True, kw_only=True):
     count: int
     messages: list[UserMessage]
+
+
+class HistoryPage(Struct, frozen=True, kw_only=True):
+    messages: list[ChannelMessage]  # oldest first
+    has_more: bool  # messages older than the page exist
 
 
 def _sanction(row: asyncpg.Record) -> Sanction:
@@ -45,6 +69,51 @@ class ChatStore:
             "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)", channel_id
         )
         return found
+
+    async def history_page(
+        self, channel_id: int, before_seq: int | None, limit: int
+    ) -> HistoryPage | None:
+        """A keyset page like chat-service's ``channel_history``: up to ``limit`` messages with
+        seq below ``before_seq`` (the newest ones when it is None), oldest first, with their
+        reactions; None when the channel does not exist."""
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)", channel_id
+            ):
+                return None
+            rows = await conn.fetch(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1"
+                " AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3",
+                channel_id,
+                before_seq,
+                limit + 1,  # one more than asked: whether older messages exist
+            )
+            page = list(reversed(rows[:limit]))
+            reactions: dict[uuid.UUID, list[ReactionSummary]] = {}
+            if page:
+                for r in await conn.fetch(_REACTIONS, [row["id"] for row in page]):
+                    reactions.setdefault(r["message_id"], []).append(
+                        ReactionSummary(emote=r["emote"], count=r["count"], users=list(r["users"]))
+                    )
+        messages = [
+            ChannelMessage(
+                id=str(row["id"]),
+                timestamp=utc_timestamp(row["created_at"]),
+                channel_id=row["channel_id"],
+                sender=MessageSender(
+                    username=row["sender_username"], is_guest=row["sender_is_guest"]
+                ),
+                content=row["content"],
+                seq=row["seq"],
+                client_msg_id=row["client_msg_id"],
+                reactions=reactions.get(row["id"], []),
+            )
+            for row in page
+        ]
+        return HistoryPage(messages=messages, has_more=len(rows) > limit)
 
     async def messages_by_sender(self, user_id: int, *, offset: int, limit: int) -> MessagePage:
         """A user's messages across channels, newest first, and how many there are in all."""

@@ -16,6 +16,7 @@ from litestar.di import Provide
 
 from dashboard_service.audit_store import AuditStore
 from dashboard_service.chat_store import ChatStore
+from dashboard_service.dead_letters import DeadLetterStreams
 from dashboard_service.gateways import GatewayDirectory
 from dashboard_service.moderation import Moderator
 from dashboard_service.passwords import Passwords
@@ -38,6 +39,7 @@ class Services:
     audit: AuditStore
     presence: LivePresence
     moderator: Moderator
+    dead_letters: DeadLetterStreams
 
 
 def services_of(state: State) -> Services:
@@ -78,6 +80,10 @@ def _moderator(state: State) -> Moderator:
     return services_of(state).moderator
 
 
+def _dead_letters(state: State) -> DeadLetterStreams:
+    return services_of(state).dead_letters
+
+
 DEPENDENCIES: Final = {
     "settings": Provide(settings_of, sync_to_thread=False),
     "users": Provide(_users, sync_to_thread=False),
@@ -87,4 +93,5 @@ DEPENDENCIES: Final = {
     "audit": Provide(_audit, sync_to_thread=False),
     "presence": Provide(_presence, sync_to_thread=False),
     "moderator": Provide(_moderator, sync_to_thread=False),
+    "dead_letters": Provide(_dead_letters, sync_to_thread=False),
 }

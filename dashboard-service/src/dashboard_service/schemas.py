@@ -173,3 +173,67 @@ class AuditPage(Struct, frozen=True, kw_only=True):
     total: Annotated[int, _doc("entries matching the filters, on every page", 1)]
     total_pages: Annotated[int, _doc("ceil(total / page_size); 0 when none match", 1)]
     entries: Annotated[list[AuditEntry], _doc("this page, newest first", [])]
+
+
+# -- channel history [ext] -----------------------------------------------------------------------
+
+
+class ReactionSummary(Struct, frozen=True, kw_only=True):
+    emote: Annotated[str, _doc("the emote", "+1")]
+    count: Annotated[int, _doc("users who reacted with it", 2)]
+    users: Annotated[list[str], _doc("who, in order of reaction, then by name", ["bob", "carol"])]
+
+
+class MessageSender(Struct, frozen=True, kw_only=True):
+    username: Annotated[str, _doc("the sender's name when it was sent", "alice")]
+    is_guest: Annotated[bool, _doc("true for guests", False)]
+
+
+class ChannelMessage(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A message as the WebSocket ``channel_history`` frame carries it."""
+
+    id: Annotated[str, _doc("message id (UUID)", "0b7e3f6c-5d0a-4c59-9b0e-2f0f8b6f2a11")]
+    timestamp: Annotated[
+        str, _doc("when it was stored: UTC, ISO-8601, microseconds", "2024-05-01T12:00:05.000000Z")
+    ]
+    channel_id: Annotated[int, _doc("channel id", 7)]
+    sender: MessageSender
+    content: Annotated[str, _doc("the message text", "hello")]
+    seq: Annotated[int, _doc("position in the channel: from 1, gap-free", 12)]
+    client_msg_id: Annotated[
+        str | None, _doc("the sender's idempotency key; absent if none was sent", "c-17")
+    ] = None
+    reactions: Annotated[list[ReactionSummary], _doc("by first reaction, then emote", [])]
+
+
+class ChannelHistory(Struct, frozen=True, kw_only=True):
+    channel_id: Annotated[int, _doc("channel id", 7)]
+    messages: Annotated[list[ChannelMessage], _doc("this page, oldest first", [])]
+    has_more: Annotated[bool, _doc("whether older messages exist", True)]
+    next_before_seq: Annotated[
+        int | None, _doc("`before_seq` for the next older page; null when there is none", 12)
+    ]
+
+
+# -- dashboard: dead letters [ext] ---------------------------------------------------------------
+
+
+class DeadLetter(Struct, frozen=True, kw_only=True):
+    id: Annotated[str, _doc("the dead-letter stream entry id", "1714564800000-0")]
+    source_stream: Annotated[str, _doc("the stream the command came from", "jc:cmd:3")]
+    entry: Annotated[str, _doc("its entry id in that stream", "1714564799000-0")]
+    command: Annotated[
+        dict[str, Any] | None,
+        _doc("the decoded command; null if it does not decode", {"k": "send", "channel_id": 7}),
+    ]
+    error: Annotated[str, _doc("why it failed for good", "ValueError('bad data')")]
+
+
+class DeadLetters(Struct, frozen=True, kw_only=True):
+    count: Annotated[int, _doc("entries listed", 1)]
+    entries: Annotated[list[DeadLetter], _doc("newest first", [])]
+
+
+class DeadLetterCounts(Struct, frozen=True, kw_only=True):
+    cmd: Annotated[int, _doc("entries in the chat command dead-letter stream", 3)]
+    presence: Annotated[int, _doc("entries in the presence dead-letter stream", 0)]

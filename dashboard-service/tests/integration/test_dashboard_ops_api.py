@@ -42,6 +42,9 @@ ROUTES = {
     ("/api/v1/dashboard/channels/{channel_id}/sanctions", "post"),
     ("/api/v1/dashboard/channels/{channel_id}/sanctions/{kind}/{username}", "delete"),
     ("/api/v1/dashboard/audit", "get"),
+    ("/api/v1/dashboard/dead-letters", "get"),
+    ("/api/v1/dashboard/dead-letters/summary", "get"),
+    ("/api/v1/channels/{channel_id}/messages", "get"),
 }
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
 
 import asyncpg
 
@@ -281,6 +281,9 @@ def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)
+    except HTTPError as error:  # 503 while starting: close it, or its socket leaks
+        error.close()
+        return False
     except (URLError, OSError):
         return False
 

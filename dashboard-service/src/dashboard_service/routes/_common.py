@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
+from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
+from redis.exceptions import RedisError
 
 from dashboard_service.guards import (
     BAD_CREDENTIALS,
@@ -18,7 +22,13 @@ from dashboard_service.schemas import UserPublic
 from dashboard_service.store import UserRecord
 from justchat.events import Actor
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 STAFF: Final = require_roles("admin", "moderator")
+# Accounts, not guests (who never get a token from /auth/login in the first place).
+REGISTERED: Final = require_roles("admin", "moderator", "user")
 # The OpenAPI security scheme of bearer tokens (declared in app.py) and its requirement.
 BEARER: Final = "bearer"
 BEARER_AUTH: Final[list[dict[str, list[str]]]] = [{BEARER: []}]
@@ -41,6 +51,15 @@ def staff_errors() -> dict[int, ResponseSpec]:
         401: error("No valid bearer token", NOT_AUTHENTICATED, BAD_CREDENTIALS),
         403: error("The caller is neither an admin nor a moderator", FORBIDDEN),
     }
+
+
+async def from_redis(read: Awaitable[T], detail: str) -> T:
+    """``await read``, but 503 with ``detail`` when Redis does not answer."""
+    try:
+        return await read
+    except (RedisError, OSError) as exc:
+        log.warning("redis read failed: %r", exc)
+        raise ServiceUnavailableException(detail=detail) from exc
 
 
 def is_user_id(value: int) -> bool:

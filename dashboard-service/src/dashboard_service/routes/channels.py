@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
-from redis.exceptions import RedisError
 
 from dashboard_service.chat_store import ChatStore
 from dashboard_service.presence import LivePresence
@@ -19,6 +17,7 @@ from dashboard_service.routes._common import (
     CHANNEL_NOT_FOUND,
     PRESENCE_DOWN,
     STAFF,
+    from_redis,
     is_channel_id,
     staff_errors,
 )
@@ -26,19 +25,13 @@ from dashboard_service.routes._docs import error, ok
 from dashboard_service.schemas import ActiveChannels, ChannelMember, ChannelMembers, ChannelRef
 from dashboard_service.store import UserStore
 
-log = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
 _PRESENCE_DOWN = {503: error("Redis does not answer", PRESENCE_DOWN)}
 
 
 async def _live(read: Awaitable[T]) -> T:
-    try:
-        return await read
-    except (RedisError, OSError) as exc:
-        log.warning("presence lookup failed: %r", exc)
-        raise ServiceUnavailableException(detail=PRESENCE_DOWN) from exc
+    return await from_redis(read, PRESENCE_DOWN)
 
 
 class ChannelsController(Controller):
