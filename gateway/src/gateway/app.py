@@ -18,7 +18,6 @@ from starlette.websockets import WebSocket
 from gateway.connection import CLOSE_GOING_AWAY
 from gateway.endpoint import Gateway
 from gateway.hub import Hub
-from justchat import events
 from justchat.keys import Keys
 from justchat.metrics import Registry
 from justchat.service import ops_routes, redis_client
@@ -40,7 +39,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> Starlette:
         hub = Hub(redis, keys, gateway_id, registry)
         await hub.start()
         gw = Gateway(settings, redis, hub, registry, gateway_id)
-        hub.on_reconnect = gw.catch_up
+        hub.on_reconnect = gw.reconnected
         hub.on_remove = gw.remove
         state.update(redis=redis, hub=hub, gateway=gw)
         connections = registry.gauge("gateway_connections", "open WebSocket connections")
@@ -94,22 +93,8 @@ async def _heartbeat(gw: Gateway, keys: Keys, public_url: str) -> None:
                 added, _ = await pipe.execute()
             if added and not first:
                 log.warning("gateway %s was expired; announcing its members again", gw.gateway_id)
-                await _reannounce(gw)
+                await gw.reannounce()
             first = False
         except (RedisError, OSError) as exc:
             log.warning("heartbeat failed: %r", exc)
         await asyncio.sleep(gw.settings.heartbeat_s)
-
-
-async def _reannounce(gw: Gateway) -> None:
-    for conn in list(gw.hub.connections.values()):
-        await gw.announce_online(conn, online=True)
-        for channel_id, channel in list(conn.session.channels.items()):
-            if channel.joined:
-                await gw._presence(
-                    events.PresenceJoin(
-                        channel_id=channel_id,
-                        origin=events.Origin(gateway=gw.gateway_id, conn=conn.conn_id),
-                        user=conn.session.user,
-                    )
-                )

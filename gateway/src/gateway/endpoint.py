@@ -32,6 +32,7 @@ from justchat.settings import Settings
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S: Final = 10.0
+REPLAY_READ_TIMEOUT_S: Final = 10.0  # a resuming client must read something this often
 GUEST_WAIT_S: Final = 5.0
 STREAM_MAXLEN: Final = 1_000_000  # a safety cap: consumers normally keep streams near empty
 
@@ -103,7 +104,9 @@ class Gateway:
             return
         if session is None:
             return
-        conn = Connection(websocket, session, self.settings.send_queue_frames)
+        conn = Connection(
+            websocket, session, self.settings.send_queue_frames, on_cut_off=self._cut_off
+        )
         self.hub.connections[conn.conn_id] = conn
         hello = wire.HelloFrame(
             timestamp=wire.utc_timestamp(),
@@ -321,9 +324,13 @@ class Gateway:
             await self._forget(conn, channel_id)
             conn.send_frames(direct.frames)
             return
-        conn.send_frames(direct.frames)
-        for frame in session.finish_join(channel_id, direct.last_seq):
-            conn.send(frame)
+        # A resume can be longer than the send queue: feed it as the client reads.
+        await conn.send_paced([f.decode() for f in direct.frames], REPLAY_READ_TIMEOUT_S)
+        await conn.send_paced(
+            session.finish_join(channel_id, direct.last_seq), REPLAY_READ_TIMEOUT_S
+        )
+        if conn.closing is not None:
+            return
         await self._presence(
             events.PresenceJoin(channel_id=channel_id, origin=self._origin(conn), user=session.user)
         )
@@ -336,7 +343,20 @@ class Gateway:
         conn.session.leave(channel_id)
         await self.hub.remove_member(channel_id, conn)
 
+    def _cut_off(self, conn: Connection) -> None:
+        """A slow consumer was cut off: it leaves now, not when its socket finally closes."""
+        task = asyncio.create_task(self._depart(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _disconnect(self, conn: Connection) -> None:
+        await self._depart(conn)
+        await conn.drain()
+
+    async def _depart(self, conn: Connection) -> None:
+        if conn.departed:
+            return
+        conn.departed = True
         self.hub.connections.pop(conn.conn_id, None)
         for channel_id in list(conn.session.channels):
             try:
@@ -345,7 +365,6 @@ class Gateway:
                 # The heartbeat-less expiry in presence-service removes it later.
                 log.warning("leave of %s from %s not recorded: %r", conn.conn_id, channel_id, exc)
         await self.announce_online(conn, online=False)
-        await conn.drain()
 
     def remove(self, channel_id: int, conns: list[Connection]) -> None:
         """Kicked or banned: take these connections out of the channel, as a leave would."""
@@ -359,6 +378,30 @@ class Gateway:
             await self._leave(conn, channel_id)
         except (RedisError, OSError) as exc:
             log.warning("removal of %s from %s not recorded: %r", conn.conn_id, channel_id, exc)
+
+    async def reconnected(self) -> None:
+        """Pub/sub is back after an outage: fetch the messages and the presence it missed."""
+        await self.catch_up()
+        await self.reannounce()
+
+    async def reannounce(self) -> None:
+        """Announce every local connection and membership again (idempotent in presence):
+        after Redis lost its data they are restored; otherwise each connection is sent the
+        current member lists, which it may have missed while pub/sub was down."""
+        for conn in list(self.hub.connections.values()):
+            try:
+                await self.announce_online(conn, online=True)
+                for channel_id, channel in list(conn.session.channels.items()):
+                    if channel.joined:
+                        await self._presence(
+                            events.PresenceJoin(
+                                channel_id=channel_id,
+                                origin=self._origin(conn),
+                                user=conn.session.user,
+                            )
+                        )
+            except (RedisError, OSError) as exc:
+                log.warning("re-announcing %s failed: %r", conn.conn_id, exc)
 
     async def catch_up(self) -> None:
         """After pub/sub was down: ask for what each local channel may have missed since the

@@ -94,9 +94,17 @@ class Hub:
         # Confirmations arrive in the order subscriptions were sent, so a FIFO per topic tells
         # exactly which SUBSCRIBE a confirmation answers.
         confirmed = asyncio.get_running_loop().create_future()
-        self._confirmations.setdefault(topic, collections.deque()).append(confirmed)
-        await self.pubsub.subscribe(topic)
-        await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT_S)
+        waiting = self._confirmations.setdefault(topic, collections.deque())
+        waiting.append(confirmed)
+        try:
+            await self.pubsub.subscribe(topic)
+            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT_S)
+        except BaseException:
+            # Unanswered (Redis went away): forget it, or the next confirmation would be
+            # taken as its answer and leave the next subscriber waiting forever.
+            with contextlib.suppress(ValueError):
+                waiting.remove(confirmed)
+            raise
 
     def expect_reply(self, request_id: str) -> asyncio.Future[Direct]:
         future: asyncio.Future[Direct] = asyncio.get_running_loop().create_future()

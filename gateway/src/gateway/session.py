@@ -65,6 +65,11 @@ class Session:
         state.last_seq = max(state.last_seq, history_last_seq)
         return [frame for seq, frame in buffered if self._advance(state, seq)]
 
+    def buffered(self, channel_id: int) -> int:
+        """How many live frames wait for the channel's join to finish."""
+        state = self.channels.get(channel_id)
+        return 0 if state is None or state.buffer is None else len(state.buffer)
+
     def leave(self, channel_id: int) -> bool:
         """Forget the channel; False if this connection was not in it."""
         return self.channels.pop(channel_id, None) is not None

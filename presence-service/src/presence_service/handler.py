@@ -113,6 +113,9 @@ class PresenceHandler:
         joined = _frame(
             wire.JoinFrame, wire.ChannelUserOut(channel_id=cmd.channel_id, user=cmd.user)
         )
+        if result.again:  # re-announced after an outage: just refresh this connection's view
+            await self.direct(cmd.origin, [members])
+            return
         if result.already_present:
             await self.direct(cmd.origin, [members, joined])
             return

@@ -33,10 +33,14 @@ __all__ = [
 _JOIN = """
 local function user_of(v) return string.match(v, '^%d+|[01]|(.*)$') end
 local present = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-    if user_of(v) == ARGV[3] then present = 1; break end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+    present = 2  -- this very connection, announced again: keep its first-seen time
+else
+    for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+        if user_of(v) == ARGV[3] then present = 1; break end
+    end
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[3], redis.call('HLEN', KEYS[1]), ARGV[5])
 local out = {present}
@@ -84,6 +88,7 @@ parse = parse_member
 class JoinResult(Struct, frozen=True):
     already_present: bool  # the user had another connection in the channel
     members: list[UserFrom]
+    again: bool = False  # this connection was in already (a gateway announcing it again)
 
 
 class LeaveResult(Struct, frozen=True):
@@ -109,7 +114,9 @@ class PresenceStore:
             ],
             args=[_field(origin), value, user.username, f"{channel_id}|{origin.conn}", channel_id],
         )
-        return JoinResult(already_present=bool(reply[0]), members=member_list(reply[1:]))
+        return JoinResult(
+            already_present=bool(reply[0]), members=member_list(reply[1:]), again=reply[0] == 2
+        )
 
     async def leave(self, channel_id: int, origin: Origin) -> LeaveResult | None:
         """Remove one connection; None if it was not there (already left or expired)."""
