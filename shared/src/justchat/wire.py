@@ -171,7 +171,8 @@ def decode_client(data: str | bytes) -> ClientFrame:
     """
     try:
         envelope = _envelope_decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeError) as exc:
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep, which the frame size limit allows.
         raise ProtocolError(ERR_INVALID_FORMAT) from exc
     decoder = _payload_decoders.get(envelope.type)
     if decoder is None:
@@ -186,7 +187,7 @@ def decode_client(data: str | bytes) -> ClientFrame:
         if frame_id is not None:
             uuid.UUID(frame_id)
         payload = decoder.decode(envelope.payload)
-    except (msgspec.DecodeError, ValueError) as exc:
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(ERR_MALFORMED) from exc
     return ClientFrame(type=envelope.type, payload=payload)
 
