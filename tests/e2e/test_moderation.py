@@ -281,3 +281,55 @@ async def test_the_send_rate_is_per_user_across_connections(
     assert refused
     assert {e.detail for e in refused} == {"You are sending messages too fast."}
     assert all(0 < e.retry_after_ms <= 1000 for e in refused)
+
+
+async def test_rest_moderation_is_applied_by_chat_service(
+    api: httpx.AsyncClient, database_url: str, room, channel_id
+) -> None:
+    """The dashboard's sanctions go through the same command path as WebSocket moderation."""
+    _, user, bystander = room
+    headers = {"Authorization": f"Bearer {await account(api, database_url, 'admin')}"}
+    created = await api.post(
+        f"/dashboard/channels/{channel_id}/sanctions",
+        json={"username": user.user.username, "kind": "mute", "duration_s": 0, "reason": "rest"},
+        headers=headers,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["kind"] == "mute"
+    mute = await bystander.expect("chat_mute")
+    assert mute.payload.target == user.user.username
+    await user.send(channel_id, "muted over REST")
+    assert await error_of(user) == "You are muted in this channel."
+    listed = await api.get(f"/dashboard/channels/{channel_id}/sanctions", headers=headers)
+    assert [s["username"] for s in listed.json()["sanctions"]] == [user.user.username]
+    lifted = await api.delete(
+        f"/dashboard/channels/{channel_id}/sanctions/mute/{user.user.username}", headers=headers
+    )
+    assert lifted.status_code == 204
+    await bystander.expect("chat_unmute")
+    audit = await api.get("/dashboard/audit", params={"channel_id": channel_id}, headers=headers)
+    assert [e["action"] for e in audit.json()["entries"]][:2] == ["unmute", "mute"]
+
+
+async def test_the_dashboard_reads_live_presence_across_gateways(
+    api: httpx.AsyncClient, database_url: str, connect, channel_id: int
+) -> None:
+    headers = {"Authorization": f"Bearer {await account(api, database_url, 'moderator')}"}
+    a = await connect(0)
+    b = await connect(1)
+    await joined(a, channel_id)
+    await joined(b, channel_id)
+    active = (await api.get("/dashboard/channels/active", headers=headers)).json()
+    assert {"id": channel_id} in active["channels"]
+    members = (await api.get(f"/dashboard/channels/members/{channel_id}", headers=headers)).json()
+    assert [u["username"] for u in members["users"]] == [a.user.username, b.user.username]
+    assert members["count"] == 2
+    await a.close()
+    await b.expect("channel_leave")
+    await b.close()
+    for _ in range(50):
+        active = (await api.get("/dashboard/channels/active", headers=headers)).json()
+        if {"id": channel_id} not in active["channels"]:
+            break
+        await asyncio.sleep(0.1)
+    assert {"id": channel_id} not in active["channels"]
