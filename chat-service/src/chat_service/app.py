@@ -16,7 +16,7 @@ from chat_service.store import ChatStore
 from justchat import db, events
 from justchat.keys import Keys
 from justchat.metrics import Registry
-from justchat.service import ops_routes, redis_client
+from justchat.service import background, ops_routes, redis_client
 from justchat.settings import Settings
 from justchat.streams import TRANSIENT, PartitionedConsumer
 
@@ -60,17 +60,13 @@ def create_app(settings: Settings) -> Starlette:
             registry=registry,
         )
         state.update(pool=pool, redis=redis, consumer=consumer)
-        background = [
-            asyncio.create_task(consumer.run(), name="consumer"),
-            asyncio.create_task(_seed_redis(store, moderation, redis, keys), name="seed"),
-        ]
-        log.info("chat-service %s ready", consumer.consumer)
         try:
-            yield
+            async with background(
+                consumer=consumer.run(), seed=_seed_redis(store, moderation, redis, keys)
+            ):
+                log.info("chat-service %s ready", consumer.consumer)
+                yield
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
             await redis.aclose()
             await pool.close()
 

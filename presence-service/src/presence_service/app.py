@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,7 +12,7 @@ from starlette.applications import Starlette
 from justchat import events
 from justchat.keys import Keys
 from justchat.metrics import Registry
-from justchat.service import ops_routes, redis_client
+from justchat.service import background, ops_routes, redis_client
 from justchat.settings import Settings
 from justchat.streams import PartitionedConsumer
 from presence_service.handler import PresenceHandler, reap_dead_gateways
@@ -46,19 +45,14 @@ def create_app(settings: Settings) -> Starlette:
             registry=registry,
         )
         state.update(redis=redis, consumer=consumer)
-        background = [
-            asyncio.create_task(consumer.run(), name="consumer"),
-            asyncio.create_task(
-                reap_dead_gateways(store, redis, keys, settings, registry), name="reaper"
-            ),
-        ]
-        log.info("presence-service %s ready", consumer.consumer)
         try:
-            yield
+            async with background(
+                consumer=consumer.run(),
+                reaper=reap_dead_gateways(store, redis, keys, settings, registry),
+            ):
+                log.info("presence-service %s ready", consumer.consumer)
+                yield
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
             await handler.close()
             await redis.aclose()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -40,6 +41,18 @@ def redis_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
         health_check_interval=15,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+@contextlib.asynccontextmanager
+async def background(**coroutines: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run the named coroutines as tasks while the block runs; cancel and await them after."""
+    tasks = [asyncio.create_task(coro, name=name) for name, coro in coroutines.items()]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def ops_routes(registry: Registry, check: HealthCheck) -> list[Route]:
