@@ -12,6 +12,7 @@ import logging
 import uuid
 from typing import Final
 
+import msgspec
 import redis.asyncio as aioredis
 
 from chat_service import frames
@@ -204,7 +205,22 @@ class CommandProcessor:
         if len(missed) > MAX_RESUME:
             return None
         last_seq = int(last[0][0].split(b"-")[0])
-        return [fields[b"frame"] for _, fields in missed], last_seq
+        # The window keeps frames as broadcast; a replay is history, so it carries reactions.
+        replay = [wire.decode_server(fields[b"frame"]) for _, fields in missed]
+        summary = await self.store.reactions_for([uuid.UUID(f.id) for f in replay])
+        out = [
+            wire.encode_frame(
+                msgspec.structs.replace(
+                    f,
+                    payload=msgspec.structs.replace(
+                        f.payload, reactions=summary.get(uuid.UUID(f.id), [])
+                    ),
+                )
+            )
+            for f in replay
+            if isinstance(f, wire.ChatSendFrame)
+        ]
+        return out, last_seq
 
     async def sync(self, cmd: SyncCmd) -> None:
         missed, _ = await self.store.messages_after(cmd.channel_id, cmd.since_seq, MAX_RESUME)

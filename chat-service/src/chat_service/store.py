@@ -180,7 +180,12 @@ class ChatStore:
                 after_seq,
                 limit,
             )
-        return [StoredMessage(**dict(r)) for r in rows], int(last_seq or 0)
+            messages = await _with_reactions(conn, rows)
+        return messages, int(last_seq or 0)
+
+    async def reactions_for(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[ReactionSummary]]:
+        async with self.pool.acquire() as conn:
+            return await _reactions(conn, ids)
 
     async def channel_exists(self, channel_id: int) -> bool:
         return bool(await self.pool.fetchval("SELECT 1 FROM channels WHERE id = $1", channel_id))
@@ -207,7 +212,14 @@ async def _with_reactions(
     conn: asyncpg.Connection, rows: list[asyncpg.Record]
 ) -> list[StoredMessage]:
     """Messages from rows, each with its reactions summarised (emote, count, users)."""
-    ids = [r["id"] for r in rows]
+    summary = await _reactions(conn, [r["id"] for r in rows])
+    return [StoredMessage(**dict(r), reactions=summary.get(r["id"], [])) for r in rows]
+
+
+async def _reactions(
+    conn: asyncpg.Connection, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[ReactionSummary]]:
+    """Each message's reactions: emote, count and users, in the order they were first used."""
     summary: dict[uuid.UUID, list[ReactionSummary]] = {}
     if ids:
         for r in await conn.fetch(
@@ -220,4 +232,4 @@ async def _with_reactions(
             summary.setdefault(r["message_id"], []).append(
                 ReactionSummary(emote=r["emote"], count=r["count"], users=list(r["users"]))
             )
-    return [StoredMessage(**dict(r), reactions=summary.get(r["id"], [])) for r in rows]
+    return summary

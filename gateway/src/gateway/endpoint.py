@@ -326,9 +326,12 @@ class Gateway:
             return
         # A resume can be longer than the send queue: feed it as the client reads.
         await conn.send_paced([f.decode() for f in direct.frames], REPLAY_READ_TIMEOUT_S)
-        await conn.send_paced(
-            session.finish_join(channel_id, direct.last_seq), REPLAY_READ_TIMEOUT_S
-        )
+        session.history_sent(channel_id, direct.last_seq)
+        # Sending may wait for the client; what arrives meanwhile is buffered and sent next,
+        # until nothing is left: only then do live frames go straight to the queue.
+        while owed := session.take_buffered(channel_id):
+            await conn.send_paced(owed, REPLAY_READ_TIMEOUT_S)
+        session.mark_joined(channel_id)
         if conn.closing is not None:
             return
         await self._presence(

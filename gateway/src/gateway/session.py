@@ -58,12 +58,33 @@ class Session:
         self.channels[channel_id] = ChannelState()
 
     def finish_join(self, channel_id: int, history_last_seq: int) -> list[str]:
-        """The history reached ``history_last_seq``: return the buffered frames still owed."""
-        state = self.channels[channel_id]
-        buffered = state.buffer or []
-        state.buffer = None
-        state.last_seq = max(state.last_seq, history_last_seq)
+        """The history reached ``history_last_seq``: return the buffered frames still owed and
+        mark the channel joined (for callers that send them without yielding)."""
+        self.history_sent(channel_id, history_last_seq)
+        owed = self.take_buffered(channel_id)
+        self.mark_joined(channel_id)
+        return owed
+
+    # The three steps below tolerate a channel that was left meanwhile (kicked, cut off).
+
+    def history_sent(self, channel_id: int, history_last_seq: int) -> None:
+        state = self.channels.get(channel_id)
+        if state is not None:
+            state.last_seq = max(state.last_seq, history_last_seq)
+
+    def take_buffered(self, channel_id: int) -> list[str]:
+        """The buffered frames still owed, in order; the channel keeps buffering meanwhile, so
+        frames arriving while these are sent cannot overtake them."""
+        state = self.channels.get(channel_id)
+        if state is None:
+            return []
+        buffered, state.buffer = state.buffer or [], []
         return [frame for seq, frame in buffered if self._advance(state, seq)]
+
+    def mark_joined(self, channel_id: int) -> None:
+        state = self.channels.get(channel_id)
+        if state is not None:
+            state.buffer = None
 
     def buffered(self, channel_id: int) -> int:
         """How many live frames wait for the channel's join to finish."""
