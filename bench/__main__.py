@@ -23,7 +23,7 @@ from pathlib import Path
 
 from justchat import logs, wire
 from justchat.client import Client
-from justchat.devservers import find_free_port, find_free_port_run
+from justchat.devservers import find_free_port_run
 from justchat.stack import Stack, StackConfig
 
 log = logging.getLogger("bench")
@@ -50,14 +50,16 @@ async def connect_all(urls: list[str], count: int) -> list[Client]:
     return clients
 
 
-async def fan_out(urls: list[str], members: int, senders: int, messages: int,
-                  rate: float) -> dict[str, float]:
+async def fan_out(
+    urls: list[str], members: int, senders: int, messages: int, rate: float
+) -> dict[str, float]:
     channel = 1
     clients = await connect_all(urls, members)
     for i, client in enumerate(clients):
         await client.join(channel)
-        await client.expect("channel_join", where=lambda f, c=client: f.payload.user == c.user,
-                            timeout_s=60)
+        await client.expect(
+            "channel_join", where=lambda f, c=client: f.payload.user == c.user, timeout_s=60
+        )
         if (i + 1) % 100 == 0:
             log.info("joined %s/%s", i + 1, members)
     expected = senders * messages
@@ -85,13 +87,17 @@ async def fan_out(urls: list[str], members: int, senders: int, messages: int,
     for client in clients:
         await client.close()
     ms = [x * 1000 for x in latencies]
-    return {"deliveries": len(ms), "deliveries_per_s": len(ms) / elapsed,
-            "p50_ms": statistics.median(ms), "p95_ms": percentile(ms, 0.95),
-            "p99_ms": percentile(ms, 0.99), "max_ms": max(ms)}
+    return {
+        "deliveries": len(ms),
+        "deliveries_per_s": len(ms) / elapsed,
+        "p50_ms": statistics.median(ms),
+        "p95_ms": percentile(ms, 0.95),
+        "p99_ms": percentile(ms, 0.99),
+        "max_ms": max(ms),
+    }
 
 
-async def throughput(urls: list[str], pairs: int, seconds: float,
-                     window: int) -> dict[str, float]:
+async def throughput(urls: list[str], pairs: int, seconds: float, window: int) -> dict[str, float]:
     clients = await connect_all(urls, pairs * 2)
     for i, client in enumerate(clients):
         await client.join(1000 + i // 2)
@@ -121,10 +127,14 @@ async def throughput(urls: list[str], pairs: int, seconds: float,
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="justchat-bench-") as run_dir:
+        base = find_free_port_run(args.gateways + 3)
         config = StackConfig(
-            gateways=args.gateways, api_port=find_free_port(),
-            gateway_port=find_free_port_run(args.gateways), chat_port=find_free_port(),
-            presence_port=find_free_port(), run_dir=Path(run_dir),
+            gateways=args.gateways,
+            api_port=base,
+            gateway_port=base + 3,
+            chat_port=base + 1,
+            presence_port=base + 2,
+            run_dir=Path(run_dir),
             redis_url=os.environ.get("REDIS_URL", ""),
             database_url=os.environ.get("DATABASE_URL", ""),
             env={"JUSTCHAT_REDIS_PREFIX": f"bench{os.getpid()}:", "JUSTCHAT_LOG_LEVEL": "WARNING"},
@@ -132,8 +142,9 @@ async def main(args: argparse.Namespace) -> None:
         stack = Stack(config)
         await stack.start()
         try:
-            fan = await fan_out(stack.gateway_urls, args.members, args.senders, args.messages,
-                                args.rate)
+            fan = await fan_out(
+                stack.gateway_urls, args.members, args.senders, args.messages, args.rate
+            )
             put = await throughput(stack.gateway_urls, args.pairs, args.seconds, args.window)
             memory = {s.name: rss_mb(s.process.pid) for s in stack.services if s.process}
         finally:
