@@ -137,7 +137,13 @@ async def main(args: argparse.Namespace) -> None:
             run_dir=Path(run_dir),
             redis_url=os.environ.get("REDIS_URL", ""),
             database_url=os.environ.get("DATABASE_URL", ""),
-            env={"JUSTCHAT_REDIS_PREFIX": f"bench{os.getpid()}:", "JUSTCHAT_LOG_LEVEL": "WARNING"},
+            env={
+                "JUSTCHAT_REDIS_PREFIX": f"bench{os.getpid()}:",
+                "JUSTCHAT_LOG_LEVEL": "WARNING",
+                # Measure the system, not the per-user send limit.
+                "JUSTCHAT_SEND_RATE_PER_S": "100000",
+                "JUSTCHAT_SEND_BURST": "100000",
+            },
         )
         stack = Stack(config)
         await stack.start()
