@@ -317,6 +317,40 @@ def start_redis(
     return _launch(server, cmd, data_dir / "redis.log", lambda _pid: _redis_ping(port), timeout_s)
 
 
+def _shared_base() -> Path:
+    """A root-owned, search-only directory under /tmp that the server user can traverse."""
+    base = Path("/tmp/justchat-pg")  # not $TMPDIR: that may be just as private
+    base.mkdir(mode=0o711, exist_ok=True)
+    if base.is_symlink() or base.lstat().st_uid != 0:  # /tmp is shared: don't trust squatters
+        raise DevServerError(f"{base} is not a root-owned directory; refusing to use it")
+    base.chmod(0o711)
+    return base
+
+
+def _reachable_copy(bindir: Path, user: pwd.struct_passwd) -> Path:
+    """The installation of ``bindir`` copied where ``user`` can run it (once per source).
+
+    A virtualenv in a private directory (a fresh clone under a 0700 temp dir, /root) holds
+    pgserver's binaries where the unprivileged server user cannot reach them.
+    """
+    install = bindir.parent
+    target = _shared_base() / f"install-{hashlib.sha256(str(install).encode()).hexdigest()[:16]}"
+    if not (target / "bin" / "postgres").exists():
+        staging = target.with_name(f"{target.name}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(install, staging, symlinks=True)
+        for path in (staging, *staging.rglob("*")):
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o005 | (0o001 if path.is_dir() else 0))
+        staging.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("copied %s to %s for user %s", install, target, user.pw_name)
+    return target / "bin"
+
+
 def _pgdata_location(data_dir: Path, user: pwd.struct_passwd | None) -> Path:
     link = data_dir / "pgdata"
     if user is None or _reachable(data_dir.parent, user):
@@ -328,11 +362,7 @@ def _pgdata_location(data_dir: Path, user: pwd.struct_passwd | None) -> Path:
     # user, and we must not loosen directories we don't own. Keep the cluster at a stable spot
     # derived from data_dir in a root-owned, search-only base under the temp dir, and leave a
     # symlink so later starts (and humans) find it.
-    base = Path("/tmp/justchat-pg")  # not $TMPDIR: that may be just as private
-    base.mkdir(mode=0o711, exist_ok=True)
-    if base.is_symlink() or base.lstat().st_uid != 0:  # /tmp is shared: don't trust squatters
-        raise DevServerError(f"{base} is not a root-owned directory; refusing to use it")
-    base.chmod(0o711)
+    base = _shared_base()
     target = base / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
     if not link.is_symlink():
         if link.exists():
@@ -350,10 +380,7 @@ def start_postgres(
     bindir, origin = _pg_bindir(source)
     user = _server_user()
     if user is not None and not _reachable(bindir, user):
-        raise DevServerError(
-            f"{bindir} is not reachable by user {user.pw_name}: install a system "
-            "PostgreSQL or put the virtualenv where that user can read it"
-        )
+        bindir = _reachable_copy(bindir, user)
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = _pgdata_location(data_dir, user).resolve()
