@@ -328,27 +328,31 @@ def _shared_base() -> Path:
 
 
 def _reachable_copy(bindir: Path, user: pwd.struct_passwd) -> Path:
-    """The installation of ``bindir`` copied where ``user`` can run it (once per source).
+    """pgserver's installation copied where ``user`` can run it (once per source).
 
     A virtualenv in a private directory (a fresh clone under a 0700 temp dir, /root) holds
-    pgserver's binaries where the unprivileged server user cannot reach them.
+    pgserver's binaries where the unprivileged server user cannot reach them. The copy keeps the
+    layout the binaries' RPATH expects: ``pgserver/pginstall`` beside ``pgserver.libs``.
     """
-    install = bindir.parent
-    target = _shared_base() / f"install-{hashlib.sha256(str(install).encode()).hexdigest()[:16]}"
-    if not (target / "bin" / "postgres").exists():
+    package = bindir.parent.parent  # site-packages/pgserver
+    digest = hashlib.sha256(str(package).encode()).hexdigest()[:16]
+    target = _shared_base() / f"install-{digest}"
+    if not (target / "pgserver" / "pginstall" / "bin" / "postgres").exists():
         staging = target.with_name(f"{target.name}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(install, staging, symlinks=True)
+        shutil.copytree(bindir.parent, staging / "pgserver" / "pginstall", symlinks=True)
+        libs = package.with_name(f"{package.name}.libs")
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
         for path in (staging, *staging.rglob("*")):
             if not path.is_symlink():
                 path.chmod(path.stat().st_mode | 0o005 | (0o001 if path.is_dir() else 0))
-        staging.chmod(0o755)
         try:
             staging.rename(target)
         except OSError:  # another process won the race: use its copy
             shutil.rmtree(staging, ignore_errors=True)
-        log.info("copied %s to %s for user %s", install, target, user.pw_name)
-    return target / "bin"
+        log.info("copied %s to %s for user %s", package, target, user.pw_name)
+    return target / "pgserver" / "pginstall" / "bin"
 
 
 def _pgdata_location(data_dir: Path, user: pwd.struct_passwd | None) -> Path:
