@@ -11,7 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Final
 
 import msgspec
@@ -40,7 +40,9 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.replies: dict[str, asyncio.Future[Direct]] = {}
         self._confirmations: dict[str, collections.deque[asyncio.Future[None]]] = {}
-        self._topic_locks: dict[int, asyncio.Lock] = {}
+        # Per channel: a lock and how many tasks use it, so the entry goes when they are done
+        # (a gateway sees channels come and go for as long as it runs).
+        self._topic_locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self.on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None
@@ -68,7 +70,7 @@ class Hub:
 
     async def add_member(self, channel_id: int, conn: Connection) -> None:
         """Add a member; returns once this gateway surely receives the channel's events."""
-        async with self._lock(channel_id):
+        async with self._channel_lock(channel_id):
             local = self.members.get(channel_id)
             if local is None:
                 await self._subscribe(self.keys.channel_topic(channel_id))
@@ -76,7 +78,7 @@ class Hub:
             local[conn.conn_id] = conn
 
     async def remove_member(self, channel_id: int, conn: Connection) -> None:
-        async with self._lock(channel_id):
+        async with self._channel_lock(channel_id):
             local = self.members.get(channel_id)
             if local is None or local.pop(conn.conn_id, None) is None or local:
                 return
@@ -84,11 +86,20 @@ class Hub:
             with contextlib.suppress(RedisError, OSError):
                 await self.pubsub.unsubscribe(self.keys.channel_topic(channel_id))
 
-    def _lock(self, channel_id: int) -> asyncio.Lock:
-        lock = self._topic_locks.get(channel_id)
-        if lock is None:
-            lock = self._topic_locks[channel_id] = asyncio.Lock()
-        return lock
+    @contextlib.asynccontextmanager
+    async def _channel_lock(self, channel_id: int) -> AsyncIterator[None]:
+        entry = self._topic_locks.get(channel_id)
+        if entry is None:
+            entry = self._topic_locks[channel_id] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._topic_locks[channel_id]
 
     async def _subscribe(self, topic: str) -> None:
         # Confirmations arrive in the order subscriptions were sent, so a FIFO per topic tells
@@ -104,6 +115,8 @@ class Hub:
             # taken as its answer and leave the next subscriber waiting forever.
             with contextlib.suppress(ValueError):
                 waiting.remove(confirmed)
+            if not waiting:
+                self._confirmations.pop(topic, None)
             raise
 
     def expect_reply(self, request_id: str) -> asyncio.Future[Direct]:
@@ -152,6 +165,8 @@ class Hub:
                 future = waiting.popleft()
                 if not future.done():
                     future.set_result(None)
+                if not waiting:
+                    del self._confirmations[topic]
             return
         if kind != "message":
             return
