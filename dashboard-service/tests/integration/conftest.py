@@ -7,6 +7,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -196,3 +197,85 @@ def create_channel(
         return channel_id
 
     return create
+
+
+# -- shared assertion and lookup helpers (test modules take these as fixtures) -------------------
+
+AssertError = Callable[..., str]
+
+
+def _assert_error(
+    response: httpx.Response, status: int, detail: str | None = None, *, nonempty: bool
+) -> str:
+    """The response is ``status`` with body exactly ``{"detail": <str>}``; return the detail."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["detail"], body
+    assert isinstance(body["detail"], str)
+    if nonempty:
+        assert body["detail"]
+    if detail is not None:
+        assert body["detail"] == detail
+    return str(body["detail"])
+
+
+@pytest.fixture(scope="session")
+def assert_error() -> AssertError:
+    """``assert_error(response, status, detail=None)``: the error shape; returns the detail."""
+
+    def check(response: httpx.Response, status: int, detail: str | None = None) -> str:
+        return _assert_error(response, status, detail, nonempty=False)
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def assert_nonempty_error() -> AssertError:
+    """Like ``assert_error``, and the detail must not be empty."""
+
+    def check(response: httpx.Response, status: int, detail: str | None = None) -> str:
+        return _assert_error(response, status, detail, nonempty=True)
+
+    return check
+
+
+RowOf = Callable[[asyncpg.Pool, int], Awaitable[dict[str, Any]]]
+SameUser = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+async def _row_of(db: asyncpg.Pool, user_id: int) -> dict[str, Any]:
+    row = await db.fetchrow(
+        "SELECT id, username, is_guest, role, created_at FROM users WHERE id = $1", user_id
+    )
+    assert row is not None
+    return {
+        "id": row["id"],
+        "username": row["username"],
+        "is_guest": row["is_guest"],
+        "created_at": row["created_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "role": row["role"],
+    }
+
+
+def _same_user(body: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Equal, comparing ``created_at`` as instants (the text may drop trailing zeros)."""
+    assert set(body) == {"id", "username", "is_guest", "created_at", "role"}
+    assert body["created_at"].endswith("Z")
+    assert datetime.fromisoformat(body["created_at"]) == datetime.fromisoformat(
+        expected["created_at"]
+    )
+    assert {k: v for k, v in body.items() if k != "created_at"} == {
+        k: v for k, v in expected.items() if k != "created_at"
+    }
+
+
+@pytest.fixture(scope="session")
+def row_of() -> RowOf:
+    """``await row_of(db, user_id)``: the user's row as the API's public user JSON."""
+    return _row_of
+
+
+@pytest.fixture(scope="session")
+def same_user() -> SameUser:
+    """``same_user(body, expected)``: public users equal, ``created_at`` compared as instants."""
+    return _same_user

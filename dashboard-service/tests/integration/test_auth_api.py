@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,21 +19,11 @@ SIGNUP = "/api/v1/auth/signup"
 LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/auth/me"
 PASSWORD = "Secret123"
+AssertError = Callable[..., str]  # the conftest fixtures' types
 
 
 def fresh_name() -> str:
     return f"u{secrets.token_hex(5)}"
-
-
-def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
-    """The response is ``status`` with body exactly ``{"detail": <str>}``; return the detail."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    if detail is not None:
-        assert body["detail"] == detail
-    return str(body["detail"])
 
 
 async def signup(client: httpx.AsyncClient, username: str, password: str = PASSWORD) -> Any:
@@ -76,7 +67,9 @@ async def test_signup_stores_an_argon2id_hash_not_the_password(
     assert PASSWORD not in stored
 
 
-async def test_signup_duplicate_is_409(client: httpx.AsyncClient) -> None:
+async def test_signup_duplicate_is_409(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     name = fresh_name()
     await signup(client, name)
     response = await client.post(SIGNUP, json={"username": name, "password": "Other1234"})
@@ -91,7 +84,9 @@ async def test_usernames_differing_in_case_are_distinct(client: httpx.AsyncClien
     assert second["id"] != first["id"]
 
 
-async def test_signup_strips_the_username(client: httpx.AsyncClient) -> None:
+async def test_signup_strips_the_username(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     name = fresh_name()
     user = await signup(client, f"  {name}\t ")
     assert user["username"] == name
@@ -104,7 +99,9 @@ async def test_signup_strips_the_username(client: httpx.AsyncClient) -> None:
     ["ab", "   ab   ", "", "     ", "x" * 31, " " + "y" * 31],
     ids=["2-chars", "2-chars-padded", "empty", "spaces", "31-chars", "31-chars-padded"],
 )
-async def test_signup_rejects_bad_username_length(client: httpx.AsyncClient, username: str) -> None:
+async def test_signup_rejects_bad_username_length(
+    client: httpx.AsyncClient, username: str, assert_error: AssertError
+) -> None:
     response = await client.post(SIGNUP, json={"username": username, "password": PASSWORD})
     detail = assert_error(response, 422)
     assert "3 to 30 characters" in detail
@@ -120,7 +117,9 @@ async def test_signup_accepts_username_length_bounds(
 
 
 @pytest.mark.parametrize("username", ["Guest1", "guest42", "GUEST007", " Guest5 ", "gUeSt123"])
-async def test_signup_rejects_guest_names(client: httpx.AsyncClient, username: str) -> None:
+async def test_signup_rejects_guest_names(
+    client: httpx.AsyncClient, username: str, assert_error: AssertError
+) -> None:
     response = await client.post(SIGNUP, json={"username": username, "password": PASSWORD})
     detail = assert_error(response, 422)
     assert "reserved for guests" in detail
@@ -134,7 +133,9 @@ async def test_signup_allows_names_that_only_resemble_guests(
     assert user["username"] == name
 
 
-async def test_signup_rejects_control_characters(client: httpx.AsyncClient) -> None:
+async def test_signup_rejects_control_characters(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     response = await client.post(SIGNUP, json={"username": "bad\x00name", "password": PASSWORD})
     assert "control characters" in assert_error(response, 422)
 
@@ -149,7 +150,7 @@ async def test_signup_rejects_control_characters(client: httpx.AsyncClient) -> N
     ],
 )
 async def test_signup_password_rules(
-    client: httpx.AsyncClient, password: str, missing: str
+    client: httpx.AsyncClient, password: str, missing: str, assert_error: AssertError
 ) -> None:
     response = await client.post(SIGNUP, json={"username": fresh_name(), "password": password})
     detail = assert_error(response, 422)
@@ -157,7 +158,9 @@ async def test_signup_password_rules(
     assert detail.startswith("Password must contain")
 
 
-async def test_signup_password_detail_lists_every_problem(client: httpx.AsyncClient) -> None:
+async def test_signup_password_detail_lists_every_problem(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     response = await client.post(SIGNUP, json={"username": fresh_name(), "password": "abc"})
     detail = assert_error(response, 422)
     assert detail == "Password must contain at least 8 characters, an uppercase letter and a digit."
@@ -175,13 +178,15 @@ async def test_rejected_signup_creates_nothing(client: httpx.AsyncClient, db: as
     ids=["no-password", "no-username", "int-username", "array"],
 )
 async def test_signup_malformed_body_is_422_with_string_detail(
-    client: httpx.AsyncClient, body: Any
+    client: httpx.AsyncClient, body: Any, assert_error: AssertError
 ) -> None:
     response = await client.post(SIGNUP, json=body)
     assert assert_error(response, 422).startswith("Invalid request: ")
 
 
-async def test_signup_without_body_is_422(client: httpx.AsyncClient) -> None:
+async def test_signup_without_body_is_422(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     response = await client.post(SIGNUP)
     assert assert_error(response, 422) == "Invalid request: the request body is missing"
 
@@ -206,19 +211,25 @@ async def test_login_returns_a_token_for_the_user(
     assert abs(claims.expires_at - (time.time() + settings.token_ttl_s)) < 10
 
 
-async def test_login_wrong_password_is_401(client: httpx.AsyncClient) -> None:
+async def test_login_wrong_password_is_401(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     user = await signup(client, fresh_name())
     response = await client.post(LOGIN, data={"username": user["username"], "password": "Nope1234"})
     assert_error(response, 401, "Incorrect username or password")
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-async def test_login_unknown_user_is_401(client: httpx.AsyncClient) -> None:
+async def test_login_unknown_user_is_401(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     response = await client.post(LOGIN, data={"username": fresh_name(), "password": PASSWORD})
     assert_error(response, 401, "Incorrect username or password")
 
 
-async def test_login_is_case_sensitive(client: httpx.AsyncClient) -> None:
+async def test_login_is_case_sensitive(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     user = await signup(client, fresh_name())
     response = await client.post(
         LOGIN, data={"username": user["username"].upper(), "password": PASSWORD}
@@ -226,7 +237,9 @@ async def test_login_is_case_sensitive(client: httpx.AsyncClient) -> None:
     assert_error(response, 401, "Incorrect username or password")
 
 
-async def test_login_refuses_guests(client: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+async def test_login_refuses_guests(
+    client: httpx.AsyncClient, db: asyncpg.Pool, assert_error: AssertError
+) -> None:
     name = f"Guest{secrets.randbelow(10**9)}"
     await db.execute(
         "INSERT INTO users (username, password_hash, is_guest, role) VALUES ($1, NULL, true,"
@@ -237,7 +250,9 @@ async def test_login_refuses_guests(client: httpx.AsyncClient, db: asyncpg.Pool)
     assert_error(response, 401, "Incorrect username or password")
 
 
-async def test_login_with_json_is_a_client_error(client: httpx.AsyncClient) -> None:
+async def test_login_with_json_is_a_client_error(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     user = await signup(client, fresh_name())
     response = await client.post(LOGIN, json={"username": user["username"], "password": PASSWORD})
     assert 400 <= response.status_code < 500
@@ -245,7 +260,9 @@ async def test_login_with_json_is_a_client_error(client: httpx.AsyncClient) -> N
 
 
 @pytest.mark.parametrize("form", [{"username": "someone"}, {"password": PASSWORD}, {}])
-async def test_login_missing_field_is_422(client: httpx.AsyncClient, form: dict[str, str]) -> None:
+async def test_login_missing_field_is_422(
+    client: httpx.AsyncClient, form: dict[str, str], assert_error: AssertError
+) -> None:
     response = await client.post(
         LOGIN, data=form, headers={"content-type": "application/x-www-form-urlencoded"}
     )
@@ -263,19 +280,25 @@ async def test_me_returns_the_caller(client: httpx.AsyncClient) -> None:
     assert response.json() == user
 
 
-async def test_me_without_token_is_401(client: httpx.AsyncClient) -> None:
+async def test_me_without_token_is_401(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     response = await client.get(ME)
     assert_error(response, 401, "Not authenticated")
     assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "token"])
-async def test_me_without_bearer_token_is_401(client: httpx.AsyncClient, header: str) -> None:
+async def test_me_without_bearer_token_is_401(
+    client: httpx.AsyncClient, header: str, assert_error: AssertError
+) -> None:
     response = await client.get(ME, headers={"Authorization": header})
     assert_error(response, 401, "Not authenticated")
 
 
-async def test_me_with_garbage_token_is_401(client: httpx.AsyncClient) -> None:
+async def test_me_with_garbage_token_is_401(
+    client: httpx.AsyncClient, assert_error: AssertError
+) -> None:
     response = await client.get(ME, headers={"Authorization": "Bearer not.a.jwt"})
     assert_error(response, 401, "Could not validate credentials")
     assert response.headers["www-authenticate"] == "Bearer"
@@ -283,7 +306,7 @@ async def test_me_with_garbage_token_is_401(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("case", ["wrong-secret", "expired"])
 async def test_me_rejects_forged_and_expired_tokens(
-    client: httpx.AsyncClient, settings: Settings, case: str
+    client: httpx.AsyncClient, settings: Settings, case: str, assert_error: AssertError
 ) -> None:
     user = await signup(client, fresh_name())
     secret = "y" * 40 if case == "wrong-secret" else settings.jwt_secret
@@ -300,7 +323,9 @@ async def test_me_rejects_forged_and_expired_tokens(
     assert_error(response, 401, "Could not validate credentials")
 
 
-async def test_me_for_a_deleted_user_is_404(client: httpx.AsyncClient, db: asyncpg.Pool) -> None:
+async def test_me_for_a_deleted_user_is_404(
+    client: httpx.AsyncClient, db: asyncpg.Pool, assert_error: AssertError
+) -> None:
     user = await signup(client, fresh_name())
     token = await login(client, user["username"])
     await db.execute("DELETE FROM users WHERE id = $1", user["id"])

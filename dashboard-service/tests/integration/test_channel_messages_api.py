@@ -35,21 +35,11 @@ class Caller(Protocol):
 
 
 MakeUser = Callable[..., Awaitable[Caller]]
+AssertError = Callable[..., str]  # the conftest fixtures' types
 
 
 def messages_url(channel_id: int) -> str:
     return f"/api/v1/channels/{channel_id}/messages"
-
-
-def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    if detail is not None:
-        assert body["detail"] == detail
-    return str(body["detail"])
 
 
 @dataclass(frozen=True)
@@ -348,41 +338,53 @@ async def test_every_registered_user_may_read(
     assert len(response.json()["messages"]) == 7
 
 
-async def test_without_a_valid_token_is_401(client: httpx.AsyncClient, stored: Stored) -> None:
+async def test_without_a_valid_token_is_401(
+    client: httpx.AsyncClient, stored: Stored, assert_nonempty_error: AssertError
+) -> None:
     url = messages_url(stored.channel_id)
     for headers in [{}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}]:
         response = await client.get(url, headers=headers)
-        assert_error(response, 401, "Not authenticated")
+        assert_nonempty_error(response, 401, "Not authenticated")
         assert response.headers["www-authenticate"] == "Bearer"
     bad = await client.get(url, headers={"Authorization": "Bearer not.a.jwt"})
-    assert_error(bad, 401, "Could not validate credentials")
+    assert_nonempty_error(bad, 401, "Could not validate credentials")
 
 
 async def test_a_deleted_account_is_401(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, stored: Stored
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    stored: Stored,
+    assert_nonempty_error: AssertError,
 ) -> None:
     caller = await make_user()
     await db.execute("DELETE FROM users WHERE id = $1", caller.id)
     response = await client.get(messages_url(stored.channel_id), headers=caller.headers)
-    assert_error(response, 401, "Could not validate credentials")
+    assert_nonempty_error(response, 401, "Could not validate credentials")
 
 
 async def test_a_guest_token_is_403(
-    client: httpx.AsyncClient, make_user: MakeUser, stored: Stored
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    stored: Stored,
+    assert_nonempty_error: AssertError,
 ) -> None:
     # /auth/login never gives a guest a token; one minted anyway still is no account.
     guest = await make_user(is_guest=True)
     response = await client.get(messages_url(stored.channel_id), headers=guest.headers)
-    assert_error(response, 403, FORBIDDEN)
+    assert_nonempty_error(response, 403, FORBIDDEN)
 
 
 async def test_unknown_channels_are_404(
-    client: httpx.AsyncClient, make_user: MakeUser, new_channel_id: Callable[[], int]
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    new_channel_id: Callable[[], int],
+    assert_nonempty_error: AssertError,
 ) -> None:
     caller = await make_user()
     for channel_id in [new_channel_id(), 2**31, -(2**31) - 1, 2**70]:
         response = await client.get(messages_url(channel_id), headers=caller.headers)
-        assert_error(response, 404, NOT_FOUND)
+        assert_nonempty_error(response, 404, NOT_FOUND)
 
 
 @pytest.mark.parametrize(
@@ -402,19 +404,23 @@ async def test_bad_parameters_are_422(
     stored: Stored,
     params: dict[str, Any],
     detail: str | None,
+    assert_nonempty_error: AssertError,
 ) -> None:
     caller = await make_user()
     response = await client.get(
         messages_url(stored.channel_id), params=params, headers=caller.headers
     )
-    text = assert_error(response, 422, detail)
+    text = assert_nonempty_error(response, 422, detail)
     assert text.startswith("Invalid request: ")
 
 
 async def test_access_is_checked_before_the_parameters(
-    client: httpx.AsyncClient, make_user: MakeUser, stored: Stored
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    stored: Stored,
+    assert_nonempty_error: AssertError,
 ) -> None:
     url = messages_url(stored.channel_id)
-    assert_error(await client.get(url, params={"limit": 0}), 401, "Not authenticated")
+    assert_nonempty_error(await client.get(url, params={"limit": 0}), 401, "Not authenticated")
     guest = await make_user(is_guest=True)
-    assert_error(await client.get(url, params={"limit": 0}, headers=guest.headers), 403)
+    assert_nonempty_error(await client.get(url, params={"limit": 0}, headers=guest.headers), 403)

@@ -23,15 +23,8 @@ class Caller(Protocol):
     headers: dict[str, str]
 
 
-def assert_error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    return str(body["detail"])
-
-
 Add = Callable[..., Awaitable[int]]
+AssertError = Callable[..., str]  # the conftest fixtures' types
 
 
 @pytest.fixture
@@ -221,7 +214,11 @@ async def test_unfiltered_is_the_whole_log_newest_first(
     ],
 )
 async def test_validation_is_422(
-    client: httpx.AsyncClient, admin: Caller, params: dict[str, Any], key: str
+    client: httpx.AsyncClient,
+    admin: Caller,
+    params: dict[str, Any],
+    key: str,
+    assert_error: AssertError,
 ) -> None:
     detail = assert_error(await client.get(AUDIT, params=params, headers=admin.headers), 422)
     assert detail.startswith(f"Invalid request: {key}: ")

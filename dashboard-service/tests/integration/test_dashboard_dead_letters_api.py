@@ -36,16 +36,7 @@ class Caller(Protocol):
 
 
 MakeUser = Callable[..., Awaitable[Caller]]
-
-
-def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    if detail is not None:
-        assert body["detail"] == detail
-    return str(body["detail"])
+AssertError = Callable[..., str]  # the conftest fixtures' types
 
 
 @pytest.fixture
@@ -228,7 +219,7 @@ async def test_summary_counts_each_stream(
 
 @pytest.mark.parametrize("path", [DEAD, SUMMARY])
 async def test_plain_users_are_403_and_anonymous_401(
-    client: httpx.AsyncClient, make_user: MakeUser, path: str
+    client: httpx.AsyncClient, make_user: MakeUser, path: str, assert_error: AssertError
 ) -> None:
     user = await make_user()
     assert_error(await client.get(path, headers=user.headers), 403, FORBIDDEN)
@@ -245,7 +236,11 @@ async def test_plain_users_are_403_and_anonymous_401(
     ],
 )
 async def test_bad_parameters_are_422(
-    client: httpx.AsyncClient, admin: Caller, params: dict[str, Any], detail: str | None
+    client: httpx.AsyncClient,
+    admin: Caller,
+    params: dict[str, Any],
+    detail: str | None,
+    assert_error: AssertError,
 ) -> None:
     response = await client.get(DEAD, params=params, headers=admin.headers)
     text = assert_error(response, 422, detail)
@@ -254,7 +249,9 @@ async def test_bad_parameters_are_422(
         assert "stream" in text
 
 
-async def test_503_without_redis(settings: Settings, serve: Serve, admin: Caller) -> None:
+async def test_503_without_redis(
+    settings: Settings, serve: Serve, admin: Caller, assert_error: AssertError
+) -> None:
     broken = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")
     async with serve(broken) as http:
         listed = await http.get(DEAD, headers=admin.headers)

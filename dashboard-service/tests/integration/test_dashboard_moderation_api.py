@@ -45,20 +45,11 @@ class Caller(Protocol):
 
 
 MakeUser = Callable[..., Awaitable[Caller]]
+AssertError = Callable[..., str]  # the conftest fixtures' types
 
 
 def sanctions_url(channel_id: int | str) -> str:
     return f"/api/v1/dashboard/channels/{channel_id}/sanctions"
-
-
-def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    if detail is not None:
-        assert body["detail"] == detail
-    return str(body["detail"])
 
 
 class Applier:
@@ -494,6 +485,7 @@ async def test_sanctions_are_503_without_redis(
     make_user: MakeUser,
     admin: Caller,
     create_channel: Callable[[], Awaitable[int]],
+    assert_error: AssertError,
 ) -> None:
     channel_id, target = await setup(make_user, create_channel)
     broken = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")
@@ -519,6 +511,7 @@ async def test_unknown_user_is_404_and_sends_nothing(
     all_streams: list[str],
     admin: Caller,
     create_channel: Callable[[], Awaitable[int]],
+    assert_error: AssertError,
 ) -> None:
     channel_id = await create_channel()
     before = await stream_ends(redis, all_streams)

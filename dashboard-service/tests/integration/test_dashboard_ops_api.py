@@ -21,6 +21,7 @@ from justchat.settings import Settings
 # The types of the ``serve`` and ``serve_app`` fixtures (see conftest.py).
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]
 ServeApp = Callable[[Litestar], AbstractAsyncContextManager[httpx.AsyncClient]]
+AssertError = Callable[..., str]  # the conftest fixtures' types
 
 GATEWAY = "/api/v1/gateway"
 JSON = {"content-type": "application/json"}
@@ -46,17 +47,6 @@ ROUTES = {
     ("/api/v1/dashboard/dead-letters/summary", "get"),
     ("/api/v1/channels/{channel_id}/messages", "get"),
 }
-
-
-def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    if detail is not None:
-        assert body["detail"] == detail
-    return str(body["detail"])
 
 
 @pytest.fixture
@@ -96,19 +86,25 @@ async def test_gateway_round_robin_skips_expired(
 
 @pytest.mark.usefixtures("no_gateways")
 async def test_gateway_without_live_gateways_is_503(
-    client: httpx.AsyncClient, redis: aioredis.Redis, keys: Keys
+    client: httpx.AsyncClient,
+    redis: aioredis.Redis,
+    keys: Keys,
+    assert_nonempty_error: AssertError,
 ) -> None:
-    assert_error(await client.get(GATEWAY), 503, "No gateway available")
+    assert_nonempty_error(await client.get(GATEWAY), 503, "No gateway available")
     await add_gateway(redis, keys, "gw-dead", "ws://dead.test/ws", -1_000)
-    assert_error(await client.get(GATEWAY), 503, "No gateway available")
+    assert_nonempty_error(await client.get(GATEWAY), 503, "No gateway available")
 
 
 @pytest.mark.usefixtures("no_gateways")
 async def test_gateway_without_a_url_is_skipped(
-    client: httpx.AsyncClient, redis: aioredis.Redis, keys: Keys
+    client: httpx.AsyncClient,
+    redis: aioredis.Redis,
+    keys: Keys,
+    assert_nonempty_error: AssertError,
 ) -> None:
     await redis.zadd(keys.gateways, {"gw-nourl": int(time.time() * 1000) + 60_000})
-    assert_error(await client.get(GATEWAY), 503, "No gateway available")
+    assert_nonempty_error(await client.get(GATEWAY), 503, "No gateway available")
     await add_gateway(redis, keys, "gw-ok", "ws://ok.test/ws", 60_000)
     assert (await client.get(GATEWAY)).json() == {"url": "ws://ok.test/ws"}
 
@@ -205,7 +201,9 @@ async def test_health_is_ok_when_backends_answer(client: httpx.AsyncClient) -> N
     assert response.json()["status"] == "ok"
 
 
-async def test_health_and_gateway_are_503_without_redis(settings: Settings, serve: Serve) -> None:
+async def test_health_and_gateway_are_503_without_redis(
+    settings: Settings, serve: Serve, assert_nonempty_error: AssertError
+) -> None:
     # Port 1 refuses connections at once: a Redis that is down, not one that is slow.
     broken = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")
     async with serve(broken) as http:
@@ -214,7 +212,7 @@ async def test_health_and_gateway_are_503_without_redis(settings: Settings, serv
     assert health.status_code == 503
     assert health.json()["status"] == "unavailable"
     assert health.json()["detail"].startswith("redis: ")
-    assert_error(gateway, 503, "No gateway available")
+    assert_nonempty_error(gateway, 503, "No gateway available")
 
 
 def counter(text: str, method: str, route: str, status: int) -> float:
@@ -263,15 +261,20 @@ async def test_metrics_count_requests_by_route_and_status(client: httpx.AsyncCli
     ],
 )
 async def test_every_error_is_a_detail_string(
-    client: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, object], status: int
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    assert_nonempty_error: AssertError,
 ) -> None:
     response = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
-    assert_error(response, status)
+    assert_nonempty_error(response, status)
     assert response.headers["content-type"].startswith("application/json")
 
 
 async def test_internal_errors_are_500_with_a_detail_string(
-    settings: Settings, serve_app: ServeApp
+    settings: Settings, serve_app: ServeApp, assert_nonempty_error: AssertError
 ) -> None:
     app = create_app(settings)
     async with serve_app(app) as http:
@@ -279,6 +282,6 @@ async def test_internal_errors_are_500_with_a_detail_string(
         await app.state["services"].pool.close()
         response = await http.post("/api/v1/auth/login", data={"username": "a", "password": "b"})
         health = await http.get("/health")
-    assert_error(response, 500, "Internal server error")
+    assert_nonempty_error(response, 500, "Internal server error")
     assert health.status_code == 503
     assert health.json()["detail"].startswith("postgres: ")

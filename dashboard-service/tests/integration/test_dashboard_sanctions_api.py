@@ -24,20 +24,11 @@ class Caller(Protocol):
 
 
 MakeUser = Callable[..., Awaitable[Caller]]
+AssertError = Callable[..., str]  # the conftest fixtures' types
 
 
 def sanctions_url(channel_id: int | str) -> str:
     return f"/api/v1/dashboard/channels/{channel_id}/sanctions"
-
-
-def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    if detail is not None:
-        assert body["detail"] == detail
-    return str(body["detail"])
 
 
 def when(text: str) -> datetime:
@@ -120,7 +111,7 @@ async def test_empty_list(
 
 @pytest.mark.parametrize("channel_id", ["2147483000", "2147483648", "99999999999999999999"])
 async def test_unknown_channel_is_404(
-    client: httpx.AsyncClient, admin: Caller, channel_id: str
+    client: httpx.AsyncClient, admin: Caller, channel_id: str, assert_error: AssertError
 ) -> None:
     url = sanctions_url(channel_id)
     body = {"username": admin.username, "kind": "mute"}
@@ -150,6 +141,7 @@ async def test_bad_sanction_body_is_422(
     create_channel: Callable[[], Awaitable[int]],
     body: dict[str, Any],
     key: str,
+    assert_error: AssertError,
 ) -> None:
     response = await client.post(
         sanctions_url(await create_channel()), json=body, headers=admin.headers
@@ -160,7 +152,10 @@ async def test_bad_sanction_body_is_422(
 
 
 async def test_bad_kind_is_422(
-    client: httpx.AsyncClient, admin: Caller, create_channel: Callable[[], Awaitable[int]]
+    client: httpx.AsyncClient,
+    admin: Caller,
+    create_channel: Callable[[], Awaitable[int]],
+    assert_error: AssertError,
 ) -> None:
     url = sanctions_url(await create_channel())
     listed = await client.get(url, params={"kind": "kick"}, headers=admin.headers)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -27,49 +26,22 @@ class Caller(Protocol):
 
 MakeUser = Callable[..., Awaitable[Caller]]
 
-
-def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    if detail is not None:
-        assert body["detail"] == detail
-    return str(body["detail"])
-
-
-async def row_of(db: asyncpg.Pool, user_id: int) -> dict[str, Any]:
-    row = await db.fetchrow(
-        "SELECT id, username, is_guest, role, created_at FROM users WHERE id = $1", user_id
-    )
-    assert row is not None
-    return {
-        "id": row["id"],
-        "username": row["username"],
-        "is_guest": row["is_guest"],
-        "created_at": row["created_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "role": row["role"],
-    }
-
-
-def same_user(body: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Equal, comparing ``created_at`` as instants (the text may drop trailing zeros)."""
-    assert set(body) == {"id", "username", "is_guest", "created_at", "role"}
-    assert body["created_at"].endswith("Z")
-    assert datetime.fromisoformat(body["created_at"]) == datetime.fromisoformat(
-        expected["created_at"]
-    )
-    assert {k: v for k, v in body.items() if k != "created_at"} == {
-        k: v for k, v in expected.items() if k != "created_at"
-    }
+# The types of conftest's shared helper fixtures.
+AssertError = Callable[..., str]
+RowOf = Callable[[asyncpg.Pool, int], Awaitable[dict[str, Any]]]
+SameUser = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 # -- edit ----------------------------------------------------------------------------------------
 
 
 async def test_patch_username(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, admin: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    admin: Caller,
+    row_of: RowOf,
+    same_user: SameUser,
 ) -> None:
     target = await make_user()
     new_name = f"n{secrets.token_hex(5)}"
@@ -100,7 +72,12 @@ async def test_patch_password_lets_the_user_log_in_with_it(
 
 
 async def test_patch_nothing_changes_nothing(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, admin: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    admin: Caller,
+    row_of: RowOf,
+    same_user: SameUser,
 ) -> None:
     target = await make_user()
     before = await row_of(db, target.id)
@@ -112,13 +89,18 @@ async def test_patch_nothing_changes_nothing(
 
 
 async def test_patch_to_a_taken_username_is_409(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, admin: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    admin: Caller,
+    assert_nonempty_error: AssertError,
+    row_of: RowOf,
 ) -> None:
     target, other = await make_user(), await make_user()
     response = await client.patch(
         f"{USERS}/{target.id}", json={"username": other.username}, headers=admin.headers
     )
-    assert_error(response, 409, "Username in use")
+    assert_nonempty_error(response, 409, "Username in use")
     assert (await row_of(db, target.id))["username"] == target.username
 
 
@@ -154,28 +136,36 @@ async def test_patch_follows_the_signup_rules(
     admin: Caller,
     body: dict[str, Any],
     fragment: str,
+    assert_nonempty_error: AssertError,
+    row_of: RowOf,
 ) -> None:
     target = await make_user()
     before = await row_of(db, target.id)
     response = await client.patch(f"{USERS}/{target.id}", json=body, headers=admin.headers)
-    assert fragment in assert_error(response, 422)
+    assert fragment in assert_nonempty_error(response, 422)
     assert await row_of(db, target.id) == before
 
 
 @pytest.mark.parametrize("body", [[1], "text", None])
 async def test_patch_needs_a_json_object(
-    client: httpx.AsyncClient, make_user: MakeUser, admin: Caller, body: Any
+    client: httpx.AsyncClient,
+    make_user: MakeUser,
+    admin: Caller,
+    body: Any,
+    assert_nonempty_error: AssertError,
 ) -> None:
     target = await make_user()
     response = await client.patch(f"{USERS}/{target.id}", json=body, headers=admin.headers)
-    assert assert_error(response, 422).startswith("Invalid request: ")
+    assert assert_nonempty_error(response, 422).startswith("Invalid request: ")
 
 
-async def test_patch_unknown_user_is_404(client: httpx.AsyncClient, admin: Caller) -> None:
+async def test_patch_unknown_user_is_404(
+    client: httpx.AsyncClient, admin: Caller, assert_nonempty_error: AssertError
+) -> None:
     response = await client.patch(
         f"{USERS}/{2**62}", json={"username": "whoever"}, headers=admin.headers
     )
-    assert_error(response, 404, "User not found")
+    assert_nonempty_error(response, 404, "User not found")
 
 
 async def test_admin_sets_roles(
@@ -196,14 +186,19 @@ async def test_admin_sets_roles(
 
 
 async def test_moderators_may_not_set_roles(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, moderator: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    moderator: Caller,
+    assert_nonempty_error: AssertError,
+    row_of: RowOf,
 ) -> None:
     target = await make_user()
     for role in ["admin", "moderator", "user"]:
         response = await client.patch(
             f"{USERS}/{target.id}", json={"role": role}, headers=moderator.headers
         )
-        assert_error(response, 403, "Only an admin may change roles.")
+        assert_nonempty_error(response, 403, "Only an admin may change roles.")
     assert (await row_of(db, target.id))["role"] == "user"
 
 
@@ -215,11 +210,13 @@ async def test_only_admins_edit_admins(
     moderator: Caller,
     admin: Caller,
     body: dict[str, str],
+    assert_nonempty_error: AssertError,
+    row_of: RowOf,
 ) -> None:
     other_admin = await make_user("admin")
     before = await row_of(db, other_admin.id)
     response = await client.patch(f"{USERS}/{other_admin.id}", json=body, headers=moderator.headers)
-    assert_error(response, 403, "Only an admin may change or delete an admin.")
+    assert_nonempty_error(response, 403, "Only an admin may change or delete an admin.")
     assert await row_of(db, other_admin.id) == before
     name = f"r{secrets.token_hex(5)}"
     by_admin = await client.patch(
@@ -254,21 +251,26 @@ async def test_guests_cannot_be_promoted_or_given_a_password(
     admin: Caller,
     body: dict[str, str],
     detail: str,
+    assert_nonempty_error: AssertError,
 ) -> None:
     guest = await make_user(is_guest=True)
     response = await client.patch(f"{USERS}/{guest.id}", json=body, headers=admin.headers)
-    assert_error(response, 422, detail)
+    assert_nonempty_error(response, 422, detail)
     row = await db.fetchrow("SELECT role, password_hash FROM users WHERE id = $1", guest.id)
     assert (row["role"], row["password_hash"]) == ("guest", None)
 
 
 async def test_an_admin_cannot_change_its_own_role(
-    client: httpx.AsyncClient, db: asyncpg.Pool, admin: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    admin: Caller,
+    assert_nonempty_error: AssertError,
+    row_of: RowOf,
 ) -> None:
     response = await client.patch(
         f"{USERS}/{admin.id}", json={"role": "user"}, headers=admin.headers
     )
-    assert_error(response, 409, "You cannot change your own role.")
+    assert_nonempty_error(response, 409, "You cannot change your own role.")
     assert (await row_of(db, admin.id))["role"] == "admin"
     same = await client.patch(f"{USERS}/{admin.id}", json={"role": "admin"}, headers=admin.headers)
     assert same.status_code == 200
@@ -278,16 +280,20 @@ async def test_an_admin_cannot_change_its_own_role(
 
 
 async def test_delete_user(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, moderator: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    moderator: Caller,
+    assert_nonempty_error: AssertError,
 ) -> None:
     target = await make_user()
     response = await client.delete(f"{USERS}/{target.id}", headers=moderator.headers)
     assert response.status_code == 204
     assert response.content == b""
     assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", target.id) == 0
-    assert_error(await client.get(f"{USERS}/{target.id}", headers=moderator.headers), 404)
+    assert_nonempty_error(await client.get(f"{USERS}/{target.id}", headers=moderator.headers), 404)
     again = await client.delete(f"{USERS}/{target.id}", headers=moderator.headers)
-    assert_error(again, 404, "User not found")
+    assert_nonempty_error(again, 404, "User not found")
 
 
 async def test_delete_a_guest(
@@ -332,19 +338,26 @@ async def test_delete_keeps_the_users_messages(
 
 
 async def test_deleting_yourself_is_409(
-    client: httpx.AsyncClient, db: asyncpg.Pool, admin: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    admin: Caller,
+    assert_nonempty_error: AssertError,
 ) -> None:
     response = await client.delete(f"{USERS}/{admin.id}", headers=admin.headers)
-    assert_error(response, 409, "You cannot delete your own account.")
+    assert_nonempty_error(response, 409, "You cannot delete your own account.")
     assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", admin.id) == 1
 
 
 async def test_only_admins_delete_admins(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, moderator: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    moderator: Caller,
+    assert_nonempty_error: AssertError,
 ) -> None:
     target, other_admin = await make_user("admin"), await make_user("admin")
     response = await client.delete(f"{USERS}/{target.id}", headers=moderator.headers)
-    assert_error(response, 403, "Only an admin may change or delete an admin.")
+    assert_nonempty_error(response, 403, "Only an admin may change or delete an admin.")
     assert await db.fetchval("SELECT count(*) FROM users WHERE id = $1", target.id) == 1
     by_admin = await client.delete(f"{USERS}/{target.id}", headers=other_admin.headers)
     assert by_admin.status_code == 204
@@ -352,6 +365,9 @@ async def test_only_admins_delete_admins(
 
 @pytest.mark.parametrize("user_id", [2**62, 10**30])
 async def test_delete_unknown_user_is_404(
-    client: httpx.AsyncClient, admin: Caller, user_id: int
+    client: httpx.AsyncClient,
+    admin: Caller,
+    user_id: int,
+    assert_nonempty_error: AssertError,
 ) -> None:
-    assert_error(await client.delete(f"{USERS}/{user_id}", headers=admin.headers), 404)
+    assert_nonempty_error(await client.delete(f"{USERS}/{user_id}", headers=admin.headers), 404)

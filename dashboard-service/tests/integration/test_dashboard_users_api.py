@@ -27,47 +27,15 @@ class Caller(Protocol):
 
 MakeUser = Callable[..., Awaitable[Caller]]
 
-
-def assert_error(response: httpx.Response, status: int, detail: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"], body
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    if detail is not None:
-        assert body["detail"] == detail
-    return str(body["detail"])
+# The types of conftest's shared helper fixtures.
+AssertError = Callable[..., str]
+RowOf = Callable[[asyncpg.Pool, int], Awaitable[dict[str, Any]]]
+SameUser = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 def tag() -> str:
     """A unique name part: searching for it finds this test's users only."""
     return f"t{secrets.token_hex(4)}"
-
-
-async def row_of(db: asyncpg.Pool, user_id: int) -> dict[str, Any]:
-    row = await db.fetchrow(
-        "SELECT id, username, is_guest, role, created_at FROM users WHERE id = $1", user_id
-    )
-    assert row is not None
-    return {
-        "id": row["id"],
-        "username": row["username"],
-        "is_guest": row["is_guest"],
-        "created_at": row["created_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "role": row["role"],
-    }
-
-
-def same_user(body: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Equal, comparing ``created_at`` as instants (the text may drop trailing zeros)."""
-    assert set(body) == {"id", "username", "is_guest", "created_at", "role"}
-    assert body["created_at"].endswith("Z")
-    assert datetime.fromisoformat(body["created_at"]) == datetime.fromisoformat(
-        expected["created_at"]
-    )
-    assert {k: v for k, v in body.items() if k != "created_at"} == {
-        k: v for k, v in expected.items() if k != "created_at"
-    }
 
 
 async def names(client: httpx.AsyncClient, caller: Caller, **params: Any) -> list[str]:
@@ -80,7 +48,12 @@ async def names(client: httpx.AsyncClient, caller: Caller, **params: Any) -> lis
 
 
 async def test_list_has_the_exact_shape(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, admin: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    admin: Caller,
+    row_of: RowOf,
+    same_user: SameUser,
 ) -> None:
     t = tag()
     first = await make_user(username=f"{t}-a")
@@ -247,10 +220,14 @@ async def test_registered_only_leaves_guests_out(
     ],
 )
 async def test_list_validation_is_422_with_string_detail(
-    client: httpx.AsyncClient, admin: Caller, params: dict[str, Any], key: str
+    client: httpx.AsyncClient,
+    admin: Caller,
+    params: dict[str, Any],
+    key: str,
+    assert_nonempty_error: AssertError,
 ) -> None:
     response = await client.get(f"{USERS}/", params=params, headers=admin.headers)
-    detail = assert_error(response, 422)
+    detail = assert_nonempty_error(response, 422)
     assert detail.startswith(f"Invalid request: {key}: ")
 
 
@@ -266,7 +243,12 @@ async def test_moderators_may_list(client: httpx.AsyncClient, moderator: Caller)
 
 
 async def test_get_user(
-    client: httpx.AsyncClient, db: asyncpg.Pool, make_user: MakeUser, admin: Caller
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    make_user: MakeUser,
+    admin: Caller,
+    row_of: RowOf,
+    same_user: SameUser,
 ) -> None:
     for target in [await make_user(), await make_user(is_guest=True)]:
         response = await client.get(f"{USERS}/{target.id}", headers=admin.headers)
@@ -276,10 +258,13 @@ async def test_get_user(
 
 @pytest.mark.parametrize("user_id", [0, -5, 2**62, 2**63, 10**30])
 async def test_get_unknown_user_is_404(
-    client: httpx.AsyncClient, admin: Caller, user_id: int
+    client: httpx.AsyncClient,
+    admin: Caller,
+    user_id: int,
+    assert_nonempty_error: AssertError,
 ) -> None:
     response = await client.get(f"{USERS}/{user_id}", headers=admin.headers)
-    assert_error(response, 404, "User not found")
+    assert_nonempty_error(response, 404, "User not found")
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -383,9 +368,11 @@ async def test_user_without_messages(
     assert response.json() == {"count": 0, "messages": []}
 
 
-async def test_messages_of_unknown_user_is_404(client: httpx.AsyncClient, admin: Caller) -> None:
+async def test_messages_of_unknown_user_is_404(
+    client: httpx.AsyncClient, admin: Caller, assert_nonempty_error: AssertError
+) -> None:
     response = await client.get(f"{USERS}/{2**62}/messages", headers=admin.headers)
-    assert_error(response, 404, "User not found")
+    assert_nonempty_error(response, 404, "User not found")
 
 
 @pytest.mark.parametrize(
@@ -393,9 +380,13 @@ async def test_messages_of_unknown_user_is_404(client: httpx.AsyncClient, admin:
     [({"offset": -1}, "offset"), ({"limit": 0}, "limit"), ({"limit": 101}, "limit")],
 )
 async def test_messages_validation_is_422(
-    client: httpx.AsyncClient, admin: Caller, params: dict[str, int], key: str
+    client: httpx.AsyncClient,
+    admin: Caller,
+    params: dict[str, int],
+    key: str,
+    assert_nonempty_error: AssertError,
 ) -> None:
     response = await client.get(
         f"{USERS}/{admin.id}/messages", params=params, headers=admin.headers
     )
-    assert assert_error(response, 422).startswith(f"Invalid request: {key}: ")
+    assert assert_nonempty_error(response, 422).startswith(f"Invalid request: {key}: ")
