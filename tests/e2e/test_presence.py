@@ -31,9 +31,10 @@ async def presence_stack(
     make_stack_config: Callable[..., StackConfig],
     redis_url: str,
     database_url: str,
+    redis_prefix: str,
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
-    prefix = f"p{uuid.uuid4().hex[:8]}:"
+    prefix = f"{redis_prefix}p{uuid.uuid4().hex[:8]}:"  # under the session's, which cleans up
     stack = Stack(
         make_stack_config(
             tmp_path_factory.mktemp("presence-stack"),

@@ -111,6 +111,7 @@ async def doomed_stack(
     make_stack_config: Callable[..., StackConfig],
     redis_url: str,
     database_url: str,
+    redis_prefix: str,
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
     """A stack of this module's own: one of its gateways gets killed."""
@@ -119,7 +120,7 @@ async def doomed_stack(
             tmp_path_factory.mktemp("doomed-stack"),
             redis_url=redis_url,
             database_url=database_url,
-            redis_prefix=f"d{uuid.uuid4().hex[:8]}:",
+            redis_prefix=f"{redis_prefix}d{uuid.uuid4().hex[:8]}:",
             jwt_secret=jwt_secret,
         )
     )

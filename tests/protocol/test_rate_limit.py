@@ -32,13 +32,14 @@ async def rate_stack(
     make_stack_config: Callable[..., StackConfig],
     redis_url: str,
     database_url: str,
+    redis_prefix: str,
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
     config = make_stack_config(
         tmp_path_factory.mktemp("rate-stack"),
         redis_url=redis_url,
         database_url=database_url,
-        redis_prefix=f"r{uuid.uuid4().hex[:8]}:",
+        redis_prefix=f"{redis_prefix}r{uuid.uuid4().hex[:8]}:",
         jwt_secret=jwt_secret,
     )
     # The defaults, not the session's raised limits.
