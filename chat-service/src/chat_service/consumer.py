@@ -155,11 +155,8 @@ class CommandProcessor:
             user=cmd.actor.user_from(),
             count=count,
         )
-        frame = frame_type(timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload)
-        await self.redis.publish(
-            self.keys.channel_topic(cmd.channel_id),
-            events.encode(events.ChannelEvent(seq=0, frame=wire.encode_frame(frame))),
-        )
+        event = events.ChannelEvent(seq=0, frame=wire.fresh_frame(frame_type, payload))
+        await self.redis.publish(self.keys.channel_topic(cmd.channel_id), events.encode(event))
 
     async def history(self, cmd: HistoryCmd) -> None:
         messages, has_more = await self.store.page(cmd.channel_id, cmd.before_seq, cmd.limit)

@@ -27,9 +27,7 @@ def message_frame(m: StoredMessage) -> bytes:
 
 def resumed_frame(channel_id: int, recovered: bool, last_seq: int) -> bytes:
     payload = wire.ResumedOut(channel_id=channel_id, recovered=recovered, last_seq=last_seq)
-    return wire.encode_frame(
-        wire.ResumedFrame(timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload)
-    )
+    return wire.fresh_frame(wire.ResumedFrame, payload)
 
 
 def history_frame(channel_id: int, messages: list[StoredMessage], has_more: bool) -> bytes:
@@ -48,6 +46,4 @@ def history_frame(channel_id: int, messages: list[StoredMessage], has_more: bool
         for m in messages
     ]
     payload = wire.HistoryOut(channel_id=channel_id, messages=page, has_more=has_more)
-    return wire.encode_frame(
-        wire.HistoryFrame(timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload)
-    )
+    return wire.fresh_frame(wire.HistoryFrame, payload)

@@ -16,6 +16,7 @@ from typing import Final, cast
 
 import asyncpg
 import redis.asyncio as aioredis
+from msgspec import Struct
 
 from justchat import events, wire
 from justchat.events import ModerateCmd
@@ -190,13 +191,12 @@ class Moderation:
         self,
         channel_id: int,
         frame_type: type[wire.ServerFrame],
-        payload: object,
+        payload: Struct,
         remove: str | None = None,
     ) -> None:
-        frame = frame_type(  # type: ignore[call-arg]
-            timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload
+        event = events.ChannelEvent(
+            seq=0, frame=wire.fresh_frame(frame_type, payload), remove=remove
         )
-        event = events.ChannelEvent(seq=0, frame=wire.encode_frame(frame), remove=remove)
         await self.redis.publish(self.keys.channel_topic(channel_id), events.encode(event))
 
     async def seed_mutes(self) -> int:

@@ -49,15 +49,10 @@ log = logging.getLogger(__name__)
 MAX_PACED_CHANNELS: Final = 100_000
 
 
-def _frame(frame_type: type[wire.ServerFrame], payload: object) -> bytes:
-    frame = frame_type(  # type: ignore[call-arg]
-        timestamp=wire.utc_timestamp(), id=wire.new_id(), payload=payload
-    )
-    return wire.encode_frame(frame)
-
-
 def members_frame(channel_id: int, members: list[wire.UserFrom]) -> bytes:
-    return _frame(wire.MembersFrame, wire.MembersOut(channel_id=channel_id, members=members))
+    return wire.fresh_frame(
+        wire.MembersFrame, wire.MembersOut(channel_id=channel_id, members=members)
+    )
 
 
 @dataclass(slots=True)
@@ -110,7 +105,7 @@ class PresenceHandler:
     async def join(self, cmd: PresenceJoin) -> None:
         result = await self.store.join(cmd.channel_id, cmd.origin, cmd.user)
         members = members_frame(cmd.channel_id, result.members)
-        joined = _frame(
+        joined = wire.fresh_frame(
             wire.JoinFrame, wire.ChannelUserOut(channel_id=cmd.channel_id, user=cmd.user)
         )
         if result.again:  # re-announced after an outage: just refresh this connection's view
@@ -132,7 +127,7 @@ class PresenceHandler:
         await self.members_changed(cmd.channel_id, members_frame(cmd.channel_id, result.members))
         await self.broadcast(
             cmd.channel_id,
-            _frame(
+            wire.fresh_frame(
                 wire.LeaveFrame, wire.ChannelUserOut(channel_id=cmd.channel_id, user=result.user)
             ),
         )
@@ -143,7 +138,7 @@ class PresenceHandler:
             self.typing_sent.inc()
             await self.broadcast(
                 cmd.channel_id,
-                _frame(
+                wire.fresh_frame(
                     wire.TypingFrame, wire.ChannelUserOut(channel_id=cmd.channel_id, user=cmd.user)
                 ),
             )

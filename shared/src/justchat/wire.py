@@ -407,9 +407,16 @@ def decode_server(data: str | bytes) -> AnyServerFrame:
     return frame
 
 
+def fresh_frame(frame_type: type[ServerFrame], payload: Struct) -> bytes:
+    """An encoded frame with a fresh id and the current time (any frame but a stored message)."""
+    # Every subclass of ServerFrame has a ``payload``; the base class cannot declare its type.
+    frame = frame_type(timestamp=utc_timestamp(), id=new_id(), payload=payload)  # type: ignore[call-arg]
+    return encode_frame(frame)
+
+
 def error_frame(detail: str, *, retry_after_ms: int | None = None) -> bytes:
     """An encoded ``error`` frame, fresh id and timestamp."""
     payload = ErrorOut(
         detail=detail, retry_after_ms=UNSET if retry_after_ms is None else retry_after_ms
     )
-    return encode_frame(ErrorFrame(timestamp=utc_timestamp(), id=new_id(), payload=payload))
+    return fresh_frame(ErrorFrame, payload)
