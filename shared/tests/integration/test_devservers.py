@@ -10,6 +10,9 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -19,7 +22,14 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from justchat.devservers import DevServerError, PrivateServer, start_postgres, start_redis
+from justchat.devservers import (
+    DevServerError,
+    InUse,
+    PrivateServer,
+    find_free_port,
+    start_postgres,
+    start_redis,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -161,25 +171,119 @@ def test_stop_kills_the_group_when_graceful_shutdown_hangs(
     assert_gone(pid, port_of(server))
 
 
+class Owner:
+    """``python -m justchat.devservers``: another process that starts a server and owns it."""
+
+    def __init__(self, name: str, data_dir: Path, port: int, log_path: Path) -> None:
+        self.log_path = log_path
+        command = [sys.executable, "-m", "justchat.devservers", name, str(data_dir)]
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [*command, "--port", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_serving(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while b"serving" not in self.log_path.read_bytes():
+            assert self.process.poll() is None, self.log_path.read_text()
+            assert time.monotonic() < deadline, self.log_path.read_text()
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # it stops its server on the way out
+        self.process.wait(60)
+
+
+def server_pid(name: str, data_dir: Path) -> int:
+    pidfile = data_dir / "redis.pid" if name == "redis" else data_dir / "pgdata" / "postmaster.pid"
+    return int(pidfile.read_text().split()[0])
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def assert_serves(name: str, url: str) -> None:
+    if name == "redis":
+        await redis_roundtrip(url)
+        return
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("select 1") == 1
+    finally:
+        await conn.close()
+
+
+def url_of(name: str, port: int) -> str:
+    if name == "redis":
+        return f"redis://127.0.0.1:{port}/0"
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
 @pytest.mark.parametrize("name", ["redis", "postgres"])
-async def test_stale_server_is_replaced(
+async def test_a_server_whose_owner_died_is_replaced(
+    name: str, data_dir: Path, servers: list[PrivateServer], tmp_path: Path
+) -> None:
+    port = find_free_port()
+    owner = Owner(name, data_dir, port, tmp_path / "owner.log")
+    stale = 0
+    try:
+        owner.wait_serving()
+        stale = server_pid(name, data_dir)
+        owner.process.kill()  # the owner dies; its server, in a session of its own, lives on
+        owner.process.wait()
+        assert alive(stale)
+
+        fresh = STARTERS[name](data_dir, port=port)  # same port: the stale one must be gone
+        servers.append(fresh)
+        assert fresh.pid != stale
+        assert not alive(stale)
+        await assert_serves(name, fresh.url)
+    finally:
+        owner.stop()
+        if stale and alive(stale):
+            os.killpg(stale, signal.SIGKILL)  # a failed test leaves no orphan
+
+
+@pytest.mark.parametrize("name", ["redis", "postgres"])
+async def test_a_server_whose_owner_lives_is_never_touched(
+    name: str, data_dir: Path, tmp_path: Path
+) -> None:
+    port = find_free_port()
+    owner = Owner(name, data_dir, port, tmp_path / "owner.log")
+    try:
+        owner.wait_serving()
+        running = server_pid(name, data_dir)
+        with pytest.raises(InUse) as refused:
+            STARTERS[name](data_dir)
+        assert refused.value.pid == owner.process.pid
+        assert f"pid {owner.process.pid}" in str(refused.value)
+        assert alive(running)
+        assert server_pid(name, data_dir) == running
+        await assert_serves(name, url_of(name, port))
+    finally:
+        owner.stop()
+
+
+@pytest.mark.parametrize("name", ["redis", "postgres"])
+def test_a_stopped_server_frees_its_directory(
     name: str, data_dir: Path, servers: list[PrivateServer]
 ) -> None:
-    # The owner "crashed": its server is still running when the next run starts on the same dir.
-    stale = STARTERS[name](data_dir)
-    servers.append(stale)
-    fresh = STARTERS[name](data_dir, port=port_of(stale))  # same port: the stale one must be gone
-    servers.append(fresh)
-    assert fresh.pid != stale.pid
-    stale.stop()  # reaps our (already dead) child; must not touch the fresh server
-    if name == "redis":
-        await redis_roundtrip(fresh.url)
-    else:
-        conn = await asyncpg.connect(fresh.url)
-        try:
-            assert await conn.fetchval("select 1") == 1
-        finally:
-            await conn.close()
+    first = STARTERS[name](data_dir)
+    servers.append(first)
+    with pytest.raises(InUse):  # our own live server: refused as any other owner's
+        STARTERS[name](data_dir)
+    first.stop()
+    second = STARTERS[name](data_dir)
+    servers.append(second)
+    assert second.pid is not None and second.pid != first.pid
 
 
 def test_missing_system_binary_is_a_clear_error(
