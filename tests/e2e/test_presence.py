@@ -171,7 +171,7 @@ async def test_presence_restart_loses_nothing(
         for name in ("presence", "presence-1"):
             health = await http.get(presence_stack.service(name).health_url)
             assert health.status_code == 200
-            partitions.update(health.json()["partitions"])
+            partitions.update(health.json()["detail"]["partitions"])
     assert sorted(partitions) == list(range(8))  # the two replicas share every partition
 
 

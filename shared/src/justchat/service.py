@@ -8,10 +8,12 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Final
 
+import asyncpg
 import redis.asyncio as aioredis
 import uvicorn
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -24,6 +26,8 @@ from justchat.settings import Settings, from_env
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+# Under a second, so that a probe with a 1 s timeout (and compose's 3 s) always gets an answer.
+HEALTH_TIMEOUT_S: Final = 0.8
 
 
 def redis_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
@@ -56,19 +60,43 @@ async def background(**coroutines: Coroutine[Any, Any, None]) -> AsyncIterator[N
 
 
 def ops_routes(registry: Registry, check: HealthCheck) -> list[Route]:
-    """``/health`` (200 when ready, 503 with the reason otherwise) and ``/metrics``."""
+    """``/health`` and ``/metrics``.
+
+    ``/health`` answers ``{"status": "ok", "detail": {what check returned}}`` with 200, or
+    ``{"status": "unavailable", "detail": "why"}`` with 503 (every service's shape), within
+    ``HEALTH_TIMEOUT_S`` even when a dependency hangs.
+    """
 
     async def health(_: Request) -> Response:
         try:
-            detail = await asyncio.wait_for(check(), timeout=5)
+            detail = await asyncio.wait_for(check(), timeout=HEALTH_TIMEOUT_S)
+        except TimeoutError:
+            reason = f"no answer from Redis or PostgreSQL within {HEALTH_TIMEOUT_S}s"
+            return _unavailable(reason)
         except Exception as exc:  # every failure is an unhealthy answer, never a crash
-            return JSONResponse({"status": "unavailable", "error": repr(exc)}, status_code=503)
-        return JSONResponse({"status": "ok", **detail})
+            return _unavailable(_reason(exc))
+        return JSONResponse({"status": "ok", "detail": detail})
 
     async def metrics(_: Request) -> Response:
         return PlainTextResponse(registry.render(), media_type="text/plain; version=0.0.4")
 
     return [Route("/health", health), Route("/metrics", metrics)]
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse({"status": "unavailable", "detail": reason}, status_code=503)
+
+
+def _reason(exc: Exception) -> str:
+    """``"redis: ConnectionError: ..."``: which dependency failed, and how."""
+    if isinstance(exc, RedisError):
+        source = "redis: "
+    elif isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        source = "postgres: "
+    else:
+        source = ""
+    text = str(exc)
+    return f"{source}{type(exc).__name__}" + (f": {text}" if text else "")
 
 
 def main(service: str, build: Callable[[Settings], Any], **uvicorn_options: Any) -> None:
