@@ -66,5 +66,17 @@ requirements: ## re-pin requirements.txt from the pyproject files (needs uv)
 	uv lock
 	uv export --all-packages --all-groups --no-emit-workspace --no-editable --format requirements-txt -o requirements.txt
 
-clean: ## remove the virtualenv and the private servers' data
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache
+# `make run`'s folder. Only what the stack puts there is removed (the variable may name any folder),
+# including a PostgreSQL cluster kept under /tmp/justchat-pg behind a symlink (when run as root);
+# a folder whose stack still runs (its stack.pid is locked) is refused.
+RUN_DIR = $(or $(JUSTCHAT_RUN_DIR),.run)
+RUN_LOCKED = import fcntl, sys; fcntl.flock(open(sys.argv[1]), fcntl.LOCK_EX | fcntl.LOCK_NB)
+clean: ## remove the virtualenv and the private servers' data (in JUSTCHAT_RUN_DIR, default .run)
+	@if [ -f "$(RUN_DIR)/stack.pid" ] && ! $(PYTHON) -c '$(RUN_LOCKED)' "$(RUN_DIR)/stack.pid" 2>/dev/null; then \
+	    echo "$(RUN_DIR) belongs to a running stack (pid $$(cat "$(RUN_DIR)/stack.pid")): stop it first" \
+	        "(make clean cleans JUSTCHAT_RUN_DIR, default .run)"; exit 1; fi
+	@pgdata="$(RUN_DIR)/postgres/pgdata"; if [ -L "$$pgdata" ]; then \
+	    target="$$(readlink "$$pgdata")"; case "$$target" in /tmp/justchat-pg/*) rm -rf "$$target";; esac; fi
+	rm -rf "$(RUN_DIR)/redis" "$(RUN_DIR)/postgres" "$(RUN_DIR)/jwt-secret" "$(RUN_DIR)/stack.pid"
+	@rmdir "$(RUN_DIR)" 2>/dev/null || true
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,10 @@ applies migrations; starts the dashboard, chat-service, presence-service and N g
 the URLs once every service answers ``/health``; restarts a service that dies, with backoff, as
 compose or Kubernetes would; and on Ctrl-C or SIGTERM stops everything, private servers included.
 The tests start the same ``Stack`` on free ports.
+
+A stack owns its run folder (``stack.pid``, locked while its supervisor lives): a second stack on
+the same folder is refused before it touches anything, so it can never stop the first one's
+servers. Ports are checked before anything starts, and a busy one names the variable to change.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import contextlib
 import ctypes
 import logging
 import os
+import resource
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -36,7 +42,15 @@ READY_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 15.0
 MAX_BACKOFF_S: Final = 30.0
 HEALTHY_RESET_S: Final = 60.0  # a service up this long gets its backoff reset
+RUN_LOCK: Final = "stack.pid"  # in the run folder: the supervisor's pid, flock-ed while it lives
+# A gateway holding 50,000 sockets needs that many descriptors; raised up to this when allowed.
+WANTED_FDS: Final = 65536
 _PR_SET_PDEATHSIG: Final = 1
+ADMIN_HINT: Final = "none yet: set JUSTCHAT_ADMIN_USERNAME and JUSTCHAT_ADMIN_PASSWORD and restart"
+
+
+class StackError(JustchatError):
+    """The stack cannot start as configured; the message says what to change."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,12 +112,19 @@ class Service:
     module: str
     port: int
     env: dict[str, str]
+    port_variable: str = ""  # the setting that chose the port: replica i gets its value + i
+    replica: int = 0
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
 
     @property
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/health"
+
+    @property
+    def port_setting(self) -> str:
+        """How the user sets this port: ``JUSTCHAT_GATEWAY_PORT + 1`` for the second gateway."""
+        return self.port_variable + (f" + {self.replica}" if self.replica else "")
 
 
 class Stack:
@@ -117,6 +138,7 @@ class Stack:
         self.database_url = config.database_url
         self.stopping = False
         self._supervisors: dict[str, asyncio.Task[None]] = {}
+        self._lock: devservers.Lock | None = None
 
     @property
     def api_url(self) -> str:
@@ -131,6 +153,11 @@ class Stack:
     async def start(self) -> None:
         cfg = self.config
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _claim_run_dir(cfg.run_dir)
+        raise_fd_limit()
+        planned = self._plan()
+        for service in planned:
+            _check_port(cfg.host, service)
         if not self.redis_url:
             server = await asyncio.to_thread(
                 devservers.start_redis, cfg.run_dir / "redis", source=cfg.server_source
@@ -158,26 +185,56 @@ class Stack:
             "JUSTCHAT_HOST": cfg.host,
             "PYTHONUNBUFFERED": "1",
         }
-        plan = [("dashboard", "dashboard_service", cfg.api_port)]
-        plan += [
-            (_replica("chat", i), "chat_service", cfg.chat_port + i)
-            for i in range(cfg.chat_replicas)
-        ]
-        plan += [
-            (_replica("presence", i), "presence_service", cfg.presence_port + i)
-            for i in range(cfg.presence_replicas)
-        ]
-        plan += [(f"gateway-{i}", "gateway", cfg.gateway_port + i) for i in range(cfg.gateways)]
-        for name, module, port in plan:
-            env = {**base, "JUSTCHAT_PORT": str(port)}
-            if module == "gateway":
-                env.setdefault("JUSTCHAT_GATEWAY_PUBLIC_URL", f"ws://{cfg.host}:{port}/ws")
-            self.services.append(Service(name=name, module=module, port=port, env=env))
+        for service in planned:
+            service.env = {**base, "JUSTCHAT_PORT": str(service.port)}
+            if service.module == "gateway":
+                public_url = f"ws://{cfg.host}:{service.port}/ws"
+                service.env.setdefault("JUSTCHAT_GATEWAY_PUBLIC_URL", public_url)
+        self.services = planned
         for service in self.services:
             await self._spawn(service)
         await asyncio.gather(*(self._wait_ready(s) for s in self.services))
         for service in self.services:
             self._watch(service)
+
+    def _plan(self) -> list[Service]:
+        """Every service to run, on its port, without its environment yet."""
+        cfg = self.config
+        runs = [
+            ("dashboard", "dashboard_service", cfg.api_port, 1, "JUSTCHAT_API_PORT"),
+            ("chat", "chat_service", cfg.chat_port, cfg.chat_replicas, "JUSTCHAT_CHAT_PORT"),
+            (
+                "presence",
+                "presence_service",
+                cfg.presence_port,
+                cfg.presence_replicas,
+                "JUSTCHAT_PRESENCE_PORT",
+            ),
+            ("gateway", "gateway", cfg.gateway_port, cfg.gateways, "JUSTCHAT_GATEWAY_PORT"),
+        ]
+        return [
+            Service(
+                name=f"gateway-{i}" if module == "gateway" else _replica(kind, i),
+                module=module,
+                port=first + i,
+                env={},
+                port_variable=variable,
+                replica=i,
+            )
+            for kind, module, first, count, variable in runs
+            for i in range(count)
+        ]
+
+    async def admins(self) -> list[str]:
+        """Usernames of the admin accounts (the banner says how to make one when there is none)."""
+        conn = await asyncpg.connect(self.database_url, timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT username FROM users WHERE role = 'admin' ORDER BY id LIMIT 5"
+            )
+        finally:
+            await conn.close()
+        return [str(row["username"]) for row in rows]
 
     async def stop(self) -> None:
         self.stopping = True
@@ -188,6 +245,9 @@ class Stack:
         for server in reversed(self.servers):
             await asyncio.to_thread(server.stop)
         self.servers.clear()
+        if self._lock is not None:  # last: the folder is free once nothing runs from it
+            self._lock.release()
+            self._lock = None
 
     def service(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
@@ -224,7 +284,11 @@ class Stack:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if service.process is not None and service.process.returncode is not None:
-                raise JustchatError(f"{service.name} exited with {service.process.returncode}")
+                raise StackError(
+                    f"{service.name} exited with {service.process.returncode} before it was"
+                    f" ready (its log is above; if port {service.port} was taken meanwhile, set"
+                    f" {service.port_variable} to a free port)"
+                )
             if await asyncio.to_thread(_healthy, service.health_url):
                 return
             await asyncio.sleep(0.2)
@@ -271,6 +335,56 @@ async def _terminate(service: Service) -> None:
         await process.wait()
 
 
+def _claim_run_dir(run_dir: Path) -> devservers.Lock:
+    try:
+        return devservers.claim(run_dir / RUN_LOCK)
+    except devservers.InUse as exc:
+        owner = f"pid {exc.pid}" if exc.pid is not None else "another process"
+        stop = f" (Ctrl-C in its terminal, or kill {exc.pid})" if exc.pid is not None else ""
+        raise StackError(
+            f"the run folder {run_dir} belongs to a running stack, {owner}: stop that one first"
+            f"{stop}, or set JUSTCHAT_RUN_DIR to another folder to run a second stack"
+        ) from None
+
+
+def _check_port(host: str, service: Service) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # uvicorn sets SO_REUSEADDR too: TIME_WAIT leftovers don't count as busy, listeners do.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, service.port))
+        except OSError as exc:
+            run = "" if service.module == "dashboard_service" else " (replica i uses it + i)"
+            raise StackError(
+                f"port {service.port} on {host}, for {service.name} ({service.port_setting}),"
+                f" is not free ({exc.strerror}): set {service.port_variable} to a free port{run}"
+            ) from None
+
+
+def raise_fd_limit() -> None:
+    """Let this process and the services it starts open as many files as they may.
+
+    The soft limit (often 1024) goes up to the hard one, or both up to ``WANTED_FDS`` when we are
+    allowed to (root): a gateway needs a descriptor per connection. Never lowers either.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinity = resource.RLIM_INFINITY
+    if hard == infinity:
+        attempts = [(WANTED_FDS, hard)]
+    else:
+        attempts = [(WANTED_FDS, WANTED_FDS)] if hard < WANTED_FDS else []
+        attempts.append((hard, hard))
+    for new_soft, new_hard in attempts:
+        if soft == infinity or new_soft <= soft:
+            return
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, new_hard))
+        except (ValueError, OSError):
+            continue  # not allowed to raise the hard limit: the next attempt keeps it
+        log.info("open files limit raised from %s to %s", soft, new_soft)
+        return
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: if the supervisor is killed, its services go too."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -307,6 +421,22 @@ async def _ensure_database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+def banner(stack: Stack, admins: list[str]) -> str:
+    """What ``make run`` prints once every service answers: where things are, what to do next."""
+    api = stack.api_url
+    return (
+        "\njustchat is running\n"
+        f"  REST API      {api}/api/v1\n"
+        f"  Swagger UI    {api}/api/v1/docs\n"
+        f"  OpenAPI       {api}/api/v1/openapi.json\n"
+        + "".join(f"  gateway       {url}\n" for url in stack.gateway_urls)
+        + f"  Redis         {stack.redis_url}\n"
+        f"  PostgreSQL    {stack.database_url}\n"
+        f"  admin         {', '.join(admins) if admins else ADMIN_HINT}\n"
+        "Press Ctrl-C to stop.\n\n"
+    )
+
+
 async def _run(config: StackConfig) -> int:
     stack = Stack(config)
     stop = asyncio.Event()
@@ -319,14 +449,7 @@ async def _run(config: StackConfig) -> int:
         done, _ = await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
             starting.result()
-            sys.stdout.write(
-                "\njustchat is running\n"
-                f"  REST API      {stack.api_url}/api/v1\n"
-                f"  OpenAPI       {stack.api_url}/api/v1/openapi.json\n"
-                + "".join(f"  gateway       {url}\n" for url in stack.gateway_urls)
-                + f"  Redis         {stack.redis_url}\n  PostgreSQL    {stack.database_url}\n"
-                "Press Ctrl-C to stop.\n\n"
-            )
+            sys.stdout.write(banner(stack, await stack.admins()))
             sys.stdout.flush()
             await waiting
         else:
