@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ import httpx
 import pytest
 
 from justchat.client import Client
-from justchat.devservers import claim, find_free_port, find_free_port_run
+from justchat.devservers import find_free_port, find_free_port_run
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 180
@@ -397,11 +398,11 @@ def test_make_clean_refuses_the_folder_of_a_running_stack(tmp_path: Path) -> Non
     cwd, run_dir = tmp_path / "checkout", tmp_path / "run"
     cwd.mkdir()
     removed = fill_run_dir(run_dir)
-    lock = claim(run_dir / "stack.pid")  # what a live supervisor holds
-    try:
+    with (run_dir / "stack.pid").open("w") as lock:  # what a live supervisor holds
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
         done = make_clean(cwd, run_dir)
-    finally:
-        lock.release()
     assert done.returncode != 0
     assert f"pid {os.getpid()}" in done.stdout + done.stderr
     assert all(path.exists() for path in removed)
