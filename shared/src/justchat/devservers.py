@@ -574,7 +574,12 @@ def _main(argv: list[str] | None = None) -> None:
     start = start_redis if args.server == "redis" else start_postgres
     # SystemExit on SIGTERM unwinds through the `with`, so the server is stopped either way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with start(args.data_dir, port=args.port, source=args.source) as server:
+    try:
+        started = start(args.data_dir, port=args.port, source=args.source)
+    except DevServerError as exc:  # e.g. InUse: a message, not a traceback
+        log.error("%s", exc)
+        raise SystemExit(1) from None
+    with started as server:
         log.info("serving %s, Ctrl-C to stop", server.url)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
