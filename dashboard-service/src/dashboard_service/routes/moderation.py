@@ -104,7 +104,8 @@ async def _answer(command: Awaitable[T]) -> T:
     except UnknownTarget as exc:
         raise NotFoundException(detail=USER_NOT_FOUND) from exc
     except Invalid as exc:
-        raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from exc
+        detail = f"Invalid request: {exc}"
+        raise HTTPException(status_code=HTTP_422_UNPROCESSABLE_ENTITY, detail=detail) from exc
     except NoAnswer as exc:
         log.warning("moderation: %s", exc)
         raise ServiceUnavailableException(detail=NO_ANSWER) from exc
