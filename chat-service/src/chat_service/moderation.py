@@ -187,6 +187,9 @@ class Moderation:
             raise Invalid(f"Unknown action {cmd.action!r}")
         if cmd.duration_s is not None and not 0 <= cmd.duration_s <= MAX_SANCTION_S:
             raise Invalid(f"duration_s must be between 0 and {MAX_SANCTION_S} seconds")
+        if "\x00" in cmd.target or "\x00" in (cmd.reason or ""):
+            # PostgreSQL text cannot hold NUL: the write would fail for good.
+            raise Invalid("target and reason may not contain NUL characters")
         if cmd.actor.is_guest or cmd.actor.user_id is None:
             raise Refused(wire.ERR_NO_PERMISSION)
         # The token's role may be stale (a demoted moderator or admin): PostgreSQL decides.

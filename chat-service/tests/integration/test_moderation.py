@@ -217,3 +217,22 @@ async def test_a_duration_storage_cannot_hold_is_malformed_on_the_wire(
     assert isinstance(decoded, wire.ErrorFrame)
     assert decoded.payload.detail == wire.ERR_MALFORMED
     assert await sanctions(pool, command.channel_id) == []
+
+
+@pytest.mark.parametrize("field", ["reason", "target"])
+async def test_a_nul_character_is_invalid_not_a_failed_write(
+    processor: CommandProcessor,
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    keys: Keys,
+    field: str,
+) -> None:
+    admin, target = await user(pool, "admin"), await user(pool, "user")
+    if field == "reason":
+        command = rest("mute", admin, target.username, reason="a\x00b")
+    else:
+        command = rest("mute", admin, f"{target.username}\x00")
+    await processor.moderate(command)  # answered, not raised: no dead letter
+    answer = await reply_to(redis, keys, cast(str, command.request_id))
+    assert answer.outcome == "invalid"
+    assert await sanctions(pool, command.channel_id) == []

@@ -474,6 +474,34 @@ async def test_a_duration_storage_cannot_hold_is_422_and_sends_nothing(
     assert await stream_end(redis, stream_of(channel_id)) == before
 
 
+@pytest.mark.parametrize("field", ["reason", "username", "lifted username"])
+async def test_a_nul_character_is_422_and_sends_nothing(
+    http: httpx.AsyncClient,
+    redis: aioredis.Redis,
+    stream_of: Callable[[int], str],
+    make_user: MakeUser,
+    admin: Caller,
+    create_channel: Callable[[], Awaitable[int]],
+    assert_error: AssertError,
+    field: str,
+) -> None:
+    """PostgreSQL text cannot hold NUL: the edge says so instead of failing further in."""
+    channel_id, target = await setup(make_user, create_channel)
+    before = await stream_end(redis, stream_of(channel_id))
+    url = sanctions_url(channel_id)
+    if field == "reason":
+        body = {"username": target.username, "kind": "mute", "reason": "a\x00b"}
+        response = await http.post(url, json=body, headers=admin.headers)
+    elif field == "username":
+        body = {"username": f"{target.username}\x00", "kind": "ban"}
+        response = await http.post(url, json=body, headers=admin.headers)
+    else:
+        response = await http.delete(f"{url}/mute/{target.username}%00", headers=admin.headers)
+    name = field.removeprefix("lifted ")
+    assert_error(response, 422, f"Invalid request: {name}: NUL characters are not allowed")
+    assert await stream_end(redis, stream_of(channel_id)) == before
+
+
 async def test_chat_service_refuses_a_duration_beyond_storage_as_invalid(
     http: httpx.AsyncClient,
     redis: aioredis.Redis,
