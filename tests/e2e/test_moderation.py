@@ -8,9 +8,12 @@ import secrets
 import asyncpg
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from justchat import wire
 from justchat.client import Client
+from justchat.events import MAX_SANCTION_S
+from justchat.keys import Keys
 
 QUIET_S = 0.5
 
@@ -289,26 +292,78 @@ async def test_rest_moderation_is_applied_by_chat_service(
     """The dashboard's sanctions go through the same command path as WebSocket moderation."""
     _, user, bystander = room
     headers = {"Authorization": f"Bearer {await account(api, database_url, 'admin')}"}
-    created = await api.post(
-        f"/dashboard/channels/{channel_id}/sanctions",
-        json={"username": user.user.username, "kind": "mute", "duration_s": 0, "reason": "rest"},
-        headers=headers,
-    )
+    url = f"/dashboard/channels/{channel_id}/sanctions"
+    body = {"username": user.user.username, "kind": "mute", "duration_s": 0, "reason": "rest"}
+    created = await api.post(url, json=body, headers=headers)
     assert created.status_code == 201, created.text
     assert created.json()["kind"] == "mute"
     mute = await bystander.expect("chat_mute")
     assert mute.payload.target == user.user.username
     await user.send(channel_id, "muted over REST")
     assert await error_of(user) == "You are muted in this channel."
-    listed = await api.get(f"/dashboard/channels/{channel_id}/sanctions", headers=headers)
-    assert [s["username"] for s in listed.json()["sanctions"]] == [user.user.username]
-    lifted = await api.delete(
-        f"/dashboard/channels/{channel_id}/sanctions/mute/{user.user.username}", headers=headers
-    )
+    listed = await api.get(url, headers=headers)
+    assert listed.json()["sanctions"] == [created.json()]
+    renewed = await api.post(url, json={**body, "reason": "again"}, headers=headers)
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["reason"] == "again"
+    await bystander.expect("chat_mute")
+    lifted = await api.delete(f"{url}/mute/{user.user.username}", headers=headers)
     assert lifted.status_code == 204
     await bystander.expect("chat_unmute")
     audit = await api.get("/dashboard/audit", params={"channel_id": channel_id}, headers=headers)
-    assert [e["action"] for e in audit.json()["entries"]][:2] == ["unmute", "mute"]
+    assert [e["action"] for e in audit.json()["entries"]][:3] == ["unmute", "mute", "mute"]
+
+
+async def test_rest_moderation_refused_by_chat_service_is_403(
+    api: httpx.AsyncClient, database_url: str, connect, channel_id
+) -> None:
+    """A moderator may not mute an admin: the REST caller gets chat-service's refusal."""
+    headers = {"Authorization": f"Bearer {await account(api, database_url, 'moderator')}"}
+    target = await connect(0, token=await account(api, database_url, "admin"))
+    bystander = await connect(1)
+    for client in (target, bystander):
+        await joined(client, channel_id)
+    url = f"/dashboard/channels/{channel_id}/sanctions"
+    refused = await api.post(
+        url, json={"username": target.user.username, "kind": "mute"}, headers=headers
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json() == {"detail": "You don't have permission to run this command."}
+    await no_more(bystander, "chat_mute")
+    assert (await api.get(url, headers=headers)).json() == {"count": 0, "sanctions": []}
+    too_long = await api.post(
+        url,
+        json={"username": target.user.username, "kind": "ban", "duration_s": MAX_SANCTION_S + 1},
+        headers=headers,
+    )
+    assert too_long.status_code == 422, too_long.text
+
+
+async def test_a_mute_longer_than_storage_holds_is_malformed_not_a_dead_letter(
+    room, channel_id, redis_url: str, redis_prefix: str
+) -> None:
+    moderator, user, bystander = room
+    dead_letters = Keys(redis_prefix).dead_letters
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        dead_before = await redis.xlen(dead_letters)
+        await moderator.send_frame(
+            "chat_mute",
+            {"channel_id": channel_id, "target": user.user.username, "duration": 2**31},
+        )
+        assert await error_of(moderator) == "Malformed message."
+        await no_more(bystander, "chat_mute")
+        assert await redis.xlen(dead_letters) == dead_before
+    finally:
+        await redis.aclose()
+    # Nothing was applied, and the moderator's connection still works.
+    await user.send(channel_id, "not muted")
+    assert (await bystander.expect("chat_send")).payload.content == "not muted"
+    await moderator.send_frame(
+        "chat_mute",
+        {"channel_id": channel_id, "target": user.user.username, "duration": MAX_SANCTION_S},
+    )
+    assert (await bystander.expect("chat_mute")).payload.duration == MAX_SANCTION_S
 
 
 async def test_the_dashboard_reads_live_presence_across_gateways(

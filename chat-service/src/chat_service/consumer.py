@@ -16,7 +16,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from chat_service import frames
-from chat_service.moderation import Moderation, Refused
+from chat_service.moderation import Moderation, Refused, applied
 from chat_service.store import ChatStore, StoredMessage
 from justchat import events, wire
 from justchat.events import (
@@ -129,12 +129,17 @@ class CommandProcessor:
         self.published.inc(len(messages))
 
     async def moderate(self, cmd: ModerateCmd) -> None:
+        # A refusal answers whoever sent the command: the moderator's connection (an error
+        # frame) or the REST caller (a reply); either way the command is done, not failed.
         try:
-            await self.moderation.apply(cmd)
+            answer = applied(await self.moderation.apply(cmd))
         except Refused as refused:
             log.info("%s may not %s %s: %s", cmd.actor.username, cmd.action, cmd.target, refused)
             if cmd.origin is not None:
-                await self.direct(cmd.origin, [wire.error_frame(str(refused))])
+                await self.direct(cmd.origin, [wire.error_frame(refused.wire_text)])
+            answer = refused.reply()
+        if cmd.request_id is not None:
+            await self.moderation.reply(cmd.request_id, answer)
 
     async def react(self, cmd: ReactCmd) -> None:
         count = await self.store.react(

@@ -62,7 +62,7 @@ MAX_BODY_BYTES: Final = 64 * 1024
 
 
 def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S) -> Litestar:
-    """The app; ``moderation_wait_s`` bounds how long a REST mute or ban waits for chat-service."""
+    """The app; ``moderation_wait_s`` bounds how long REST moderation waits for chat-service."""
     registry = Registry()
 
     @contextlib.asynccontextmanager
@@ -82,9 +82,7 @@ def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S)
                 chat=chat,
                 audit=AuditStore(pool),
                 presence=LivePresence(redis, keys),
-                moderator=Moderator(
-                    redis, keys, settings.partitions, chat, wait_s=moderation_wait_s
-                ),
+                moderator=Moderator(redis, keys, settings.partitions, wait_s=moderation_wait_s),
                 dead_letters=DeadLetterStreams(redis, keys),
             )
             if admin is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Final
 
 import asyncpg
@@ -58,11 +57,6 @@ def _sanction(row: asyncpg.Record) -> Sanction:
 class ChatStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-
-    async def now(self) -> datetime:
-        """PostgreSQL's clock, not ours: row timestamps are compared with it."""
-        now: datetime = await self.pool.fetchval("SELECT clock_timestamp()")
-        return now
 
     async def channel_exists(self, channel_id: int) -> bool:
         found: bool = await self.pool.fetchval(
@@ -150,28 +144,3 @@ class ChatStore:
             kind,
         )
         return [_sanction(row) for row in rows]
-
-    async def sanction_since(
-        self, channel_id: int, username: str, kind: str, since: datetime
-    ) -> Sanction | None:
-        """The (channel, user, kind) sanction if it was written at or after ``since``."""
-        row = await self.pool.fetchrow(
-            f"SELECT {_SANCTION_COLUMNS} FROM sanctions"
-            " WHERE channel_id = $1 AND username = $2 AND kind = $3 AND created_at >= $4",
-            channel_id,
-            username,
-            kind,
-            since,
-        )
-        return None if row is None else _sanction(row)
-
-    async def has_sanction(self, channel_id: int, username: str, kind: str) -> bool:
-        """Whether a (channel, user, kind) row exists, expired or not: lifting removes it."""
-        found: bool = await self.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM sanctions"
-            " WHERE channel_id = $1 AND username = $2 AND kind = $3)",
-            channel_id,
-            username,
-            kind,
-        )
-        return found

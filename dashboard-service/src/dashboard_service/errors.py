@@ -8,14 +8,12 @@ from typing import Any, Final
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
-    HTTP_202_ACCEPTED,
     HTTP_409_CONFLICT,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_500_INTERNAL_SERVER_ERROR,
 )
 from litestar.types import ExceptionHandlersMap
 
-from dashboard_service.moderation import NOT_APPLIED, NotAppliedYet
 from dashboard_service.rules import InvalidInput
 from dashboard_service.schemas import ErrorBody
 from dashboard_service.store import UsernameTaken
@@ -68,11 +66,6 @@ def _username_taken(_: Request[Any, Any, Any], __: UsernameTaken) -> Response[Er
     return error_response(HTTP_409_CONFLICT, USERNAME_TAKEN)
 
 
-def _not_applied(_: Request[Any, Any, Any], __: NotAppliedYet) -> Response[ErrorBody]:
-    # Not an error: the command is queued and chat-service will apply it; the body says so.
-    return error_response(HTTP_202_ACCEPTED, NOT_APPLIED)
-
-
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error")
@@ -83,6 +76,5 @@ EXCEPTION_HANDLERS: Final[ExceptionHandlersMap] = {
     HTTPException: _http,
     InvalidInput: _invalid_input,
     UsernameTaken: _username_taken,
-    NotAppliedYet: _not_applied,
     Exception: _internal,
 }

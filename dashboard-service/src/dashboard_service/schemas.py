@@ -7,9 +7,8 @@ from typing import Annotated, Any, Final, Literal
 
 from msgspec import Meta, Struct
 
-# A sanction longer than this is a mistake (0 or null already means "until lifted"), and it keeps
-# expiry times far inside PostgreSQL's timestamp range.
-MAX_SANCTION_S: Final = 100 * 366 * 24 * 3600
+from justchat.events import MAX_SANCTION_S
+
 MAX_REASON_CHARS: Final = 500
 
 Role = Literal["admin", "moderator", "user"]
@@ -126,7 +125,7 @@ class SanctionRequest(Struct, frozen=True, kw_only=True):
         Annotated[
             int,
             Meta(ge=0, le=MAX_SANCTION_S),
-            _doc("seconds; 0 or null means until lifted", 600),
+            _doc(f"seconds, 0 to {MAX_SANCTION_S}; 0 or null means until lifted", 600),
         ]
         | None
     ) = None

@@ -1,4 +1,8 @@
-"""The dashboard app, in process, on the session's real PostgreSQL and Redis (root conftest)."""
+"""The dashboard app, in process, on the session's real PostgreSQL and Redis (root conftest).
+
+Routes that hand commands to chat-service (moderation) are tested with the real chat-service
+running in process too (``chat_service``): its app, lifespan and stream consumer, unchanged.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from litestar import Litestar
 
+from chat_service import create_app as create_chat_app
 from dashboard_service import create_app
 from justchat.auth import create_token
 from justchat.keys import Keys
@@ -42,7 +48,7 @@ def keys(redis_prefix: str) -> Keys:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
+async def lifespan(app: Any) -> AsyncIterator[None]:
     """Run the app's ASGI lifespan the way uvicorn does: startup, serve, shutdown.
 
     The protocol runs in a task of its own, so that setup and teardown of a session fixture may
@@ -52,7 +58,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, to_app.get, from_app.put))  # type: ignore[arg-type]
+    task = asyncio.create_task(app(scope, to_app.get, from_app.put))
 
     async def step(event: str) -> None:
         await to_app.put({"type": f"lifespan.{event}"})
@@ -99,6 +105,30 @@ def serve_app() -> ServeApp:
 def serve() -> Serve:
     """``async with serve(settings) as client``: a second app, configured differently."""
     return _serve
+
+
+RunChatService = Callable[[Settings], contextlib.AbstractAsyncContextManager[None]]
+
+
+@pytest.fixture(scope="session")
+def chat_service() -> RunChatService:
+    """``async with chat_service(settings)``: the real chat-service runs in process meanwhile.
+
+    It consumes every command partition of ``settings.redis_prefix``: give it a prefix of its
+    own (``own_prefix``) so that no other test's commands are applied behind its back.
+    """
+    return lambda settings: lifespan(create_chat_app(settings))
+
+
+def own_prefix(settings: Settings, tag: str) -> Settings:
+    """``settings`` with a Redis prefix nested under the session's (cleaned up with it)."""
+    return msgspec.structs.replace(settings, redis_prefix=f"{settings.redis_prefix}{tag}:")
+
+
+@pytest.fixture(scope="session")
+def with_own_prefix() -> Callable[[Settings, str], Settings]:
+    """``with_own_prefix(settings, tag)``: see ``own_prefix``."""
+    return own_prefix
 
 
 @pytest.fixture(scope="session")

@@ -205,4 +205,7 @@ async def test_openapi_documents_the_dashboard_errors(client: httpx.AsyncClient)
     members = "/api/v1/dashboard/channels/members/{channel_id}"
     assert details(members, "get", "404") == ["Channel doesn't exist"]
     sanctions = "/api/v1/dashboard/channels/{channel_id}/sanctions"
-    assert details(sanctions, "post", "202") == ["Accepted; not applied yet."]
+    for method in ("post", "delete"):
+        assert "You don't have permission to run this command." in details(
+            sanctions if method == "post" else f"{sanctions}/{{kind}}/{{username}}", method, "403"
+        )

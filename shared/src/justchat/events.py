@@ -8,7 +8,8 @@ same bytes to every recipient and never re-encodes.
 
 from __future__ import annotations
 
-from typing import Final
+from datetime import datetime
+from typing import Final, Literal
 
 import msgspec
 from msgspec import Struct
@@ -65,13 +66,19 @@ class GuestCmd(Command, frozen=True, kw_only=True, tag="guest"):
     username: str
 
 
+# The longest mute or ban in seconds (about 68 years): chat-service stores durations as a
+# PostgreSQL ``integer``. The edges (REST, WebSocket) reject longer ones; chat-service refuses them.
+MAX_SANCTION_S: Final = 2**31 - 1
+
+
 class ModerateCmd(Command, frozen=True, kw_only=True, tag="moderate"):
     """kick, mute, unmute, ban or unban ``target`` (a username) in a channel.
 
     From a gateway, ``origin`` is the moderator's connection (errors go back to it); from the
-    REST API it is None and the dashboard waits for the sanction or audit row instead.
+    REST API it is None and ``request_id`` is set: chat-service pushes a ``ModerateReply`` to
+    ``Keys.moderation_reply(request_id)``, where the dashboard waits for it.
     chat-service checks the actor's role in PostgreSQL, writes the sanction and the audit row,
-    then broadcasts the frame and the ``Control`` that makes every gateway enforce it.
+    then broadcasts the frame that makes every gateway enforce it.
     """
 
     action: str
@@ -81,6 +88,7 @@ class ModerateCmd(Command, frozen=True, kw_only=True, tag="moderate"):
     duration_s: int | None = None  # mute and ban: None or 0 means until lifted
     reason: str | None = None
     origin: Origin | None = None
+    request_id: str | None = None
 
 
 class SyncCmd(Command, frozen=True, kw_only=True, tag="sync"):
@@ -185,11 +193,33 @@ class CatchUp(Struct, frozen=True, kw_only=True, array_like=True, tag="catchup")
 
 InboxEvent = Direct | CatchUp
 
+# -- replies (lists reply:{id}) --------------------------------------------------------------
+
+# applied: done; refused: no permission; no_user: the target is not a user; invalid: bad input.
+Outcome = Literal["applied", "refused", "no_user", "invalid"]
+
+
+class ModerateReply(Struct, frozen=True, kw_only=True, array_like=True):
+    """chat-service's answer to a ``ModerateCmd`` that carries a ``request_id``.
+
+    ``detail`` is the refusal's text. A mute or ban that was applied carries the stored row's
+    ``created_at`` and ``expires_at`` (None: until lifted), and ``created`` says whether it is
+    new rather than a renewal of one that existed.
+    """
+
+    outcome: Outcome
+    detail: str = ""
+    created: bool = False
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
 _encoder: Final = msgspec.msgpack.Encoder()
 chat_command_decoder: Final = msgspec.msgpack.Decoder(ChatCommand)
 presence_command_decoder: Final = msgspec.msgpack.Decoder(AnyPresenceCmd)
 channel_event_decoder: Final = msgspec.msgpack.Decoder(ChannelEvent)
 inbox_decoder: Final = msgspec.msgpack.Decoder(InboxEvent)
+moderate_reply_decoder: Final = msgspec.msgpack.Decoder(ModerateReply)
 
 
 def encode(event: Struct) -> bytes:

@@ -21,6 +21,7 @@ stands for the ``|`` separator.)
 | ``{ch:N}:mutes`` | hash | chat-service | username -> mute expiry in ms (0: until lifted) |
 | ``{ch:N}:typing:{user}`` | string | presence-service | typing marker with a short TTL |
 | ``gw:{id}:inbox`` | pub/sub | chat-service | frames addressed to one gateway's conns |
+| ``reply:{id}`` | list | chat-service | the answer to one REST moderation command (short TTL) |
 | ``gw:{id}:conns`` | set | presence-service | ``channel/conn`` pairs (``~/conn`` for online) |
 | ``gateways`` | zset | gateway | gateway id scored by heartbeat expiry |
 | ``gateway-urls`` | hash | gateway | gateway id -> public WebSocket URL |
@@ -106,6 +107,11 @@ class Keys:
             except ValueError:
                 return None
         return None
+
+    # -- replies to REST commands ------------------------------------------------------------
+    def moderation_reply(self, request_id: str) -> str:
+        """Where chat-service answers the REST moderation command ``request_id``."""
+        return f"{self.prefix}reply:{request_id}"
 
     # -- gateways ----------------------------------------------------------------------------
     def gateway_inbox(self, gateway_id: str) -> str:

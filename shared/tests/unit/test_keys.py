@@ -39,6 +39,7 @@ def all_names(k: Keys) -> list[str]:
         k.channel_conns(8),
         k.channel_mutes(8),
         k.channel_typing(8, "alice"),
+        k.moderation_reply("r1"),
         k.gateway_inbox("gw1"),
         k.gateway_conns("gw1"),
         k.gateways,
@@ -83,6 +84,7 @@ def test_names_match_the_schema_table() -> None:
     assert k.gateway_inbox("g") == "t1234:gw:g:inbox"
     assert k.gateway_conns("g") == "t1234:gw:g:conns"
     assert k.guest_seq == "t1234:guest-seq"
+    assert k.moderation_reply("r1") == "t1234:reply:r1"
 
 
 def doc_pattern(name: str) -> re.Pattern[str]:
