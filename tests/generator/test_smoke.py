@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from bench import options
 from bench.scenarios import SCENARIOS, Context
 from bench.target import LIFTED_RATE, Target
+
 from justchat.stack import Stack, StackConfig
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,6 @@ import sys
 from dataclasses import dataclass
 
 import pytest
-
 from bench import frames, options, procs, stats
 from bench.phase import Phase
 
@@ -104,7 +103,7 @@ def test_nearest_rank_percentiles() -> None:
     assert stats.percentile(values, 0) == 1
     assert stats.percentile([7], 99) == 7
     assert stats.percentile([], 50) == 0.0
-    with pytest.raises(ValueError, match="0..100"):
+    with pytest.raises(ValueError, match=r"0\.\.100"):
         stats.percentile(values, 101)
 
 
