@@ -50,12 +50,18 @@ def raise_file_limit(clients: int) -> int:
 
 def _commit() -> str:
     try:
-        out = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return out.stdout.strip()
+    return head.stdout.strip() + ("+changes" if changes.stdout.strip() else "")
 
 
 @contextlib.asynccontextmanager
@@ -110,7 +116,9 @@ def _setup(target: Target, args: argparse.Namespace) -> str:
 def main() -> None:
     args = options.parse()
     logs.setup("bench")
-    logging.getLogger("picows").setLevel(logging.WARNING)  # one line per connection otherwise
+    # One line per connection or request otherwise.
+    logging.getLogger("picows").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     limit = raise_file_limit(
         max(args.idle, args.members, args.users, args.clients, args.join_members)
     )

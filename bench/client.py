@@ -45,7 +45,6 @@ class BenchClient(WSListener):
         self.username = ""
         self.marker = b""
         self.channel = 0
-        self.counter = 0  # messages sent, ever
         self.in_flight = 0  # sent in the current phase, neither echoed nor refused yet
         self.closed = False
         self._waiting = _IDLE
@@ -131,16 +130,12 @@ class BenchClient(WSListener):
 
     # -- sending ----------------------------------------------------------------------------
 
-    def send_chat(self, body: bytes) -> None:
-        """One message to this client's channel; its id carries sender, counter and time."""
+    def send_chat(self, body: bytes, msg_no: int) -> None:
+        """One message to this client's channel, numbered ``msg_no`` by its phase."""
         if self.transport is None or self.closed:
             return
-        self.counter += 1
         self.in_flight += 1
-        self.transport.send(
-            TEXT,
-            frames.chat(self.channel, body, self.index, self.counter, time.perf_counter_ns()),
-        )
+        self.transport.send(TEXT, frames.chat(self.channel, body, msg_no))
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

@@ -2,8 +2,8 @@
 
 Client frames are byte templates. Server frames are told apart by their first bytes (the server
 writes ``type`` first); only ``chat_send`` and ``error`` are decoded, into small structs that
-skip every other field. A message's ``client_msg_id`` carries its sender, the sender's counter and
-the send time, so any receiver can time it and check the sender's order without a shared map.
+skip every other field. A message's ``client_msg_id`` is its number in the run (a decimal string):
+the phase that sent it knows its sender and send time by that number.
 """
 
 from __future__ import annotations
@@ -37,28 +37,20 @@ def content(size: int = CONTENT_BYTES) -> bytes:
     return b"x" * size
 
 
-def chat(channel_id: int, body: bytes, sender: int, counter: int, sent_ns: int) -> bytes:
+def chat(channel_id: int, body: bytes, msg_no: int) -> bytes:
     return (
-        b'{"type":"chat_send","payload":{"channel_id":%d,"content":"%s","client_msg_id":"%d.%d.%d"}}'
+        b'{"type":"chat_send","payload":{"channel_id":%d,"content":"%s","client_msg_id":"%d"}}'
         % (
             channel_id,
             body,
-            sender,
-            counter,
-            sent_ns,
+            msg_no,
         )
     )
 
 
-def parse_msg_id(client_msg_id: str) -> tuple[int, int, int]:
-    """(sender, counter, sent_ns) of a bench message; (-1, 0, 0) for anything else."""
-    parts = client_msg_id.split(".")
-    if len(parts) != 3:
-        return -1, 0, 0
-    try:
-        return int(parts[0]), int(parts[1]), int(parts[2])
-    except ValueError:
-        return -1, 0, 0
+def parse_msg_id(client_msg_id: str) -> int:
+    """The number of a bench message; -1 for anything else."""
+    return int(client_msg_id) if client_msg_id.isdigit() else -1
 
 
 class ChatPayload(msgspec.Struct):

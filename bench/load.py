@@ -51,8 +51,7 @@ async def paced(phase: Phase, senders: list[BenchClient], rate_per_s: float, bod
         for _ in range(due):
             sender = live[turn % count]
             turn += 1
-            sender.send_chat(body)
-            phase.sent(sender.channel)
+            sender.send_chat(body, phase.sent(sender.index, sender.channel))
         done += due
         if now >= next_log:
             next_log = now + int(PROGRESS_S * 1e9)
@@ -68,8 +67,7 @@ async def closed_loop(phase: Phase, senders: list[BenchClient], window: int, bod
         if not isinstance(member, BenchClient) or time.perf_counter_ns() >= phase.end_ns:
             return
         while member.in_flight < window and not member.closed:
-            member.send_chat(body)
-            phase.sent(member.channel)
+            member.send_chat(body, phase.sent(member.index, member.channel))
 
     phase.on_ack = again
     phase.begin()

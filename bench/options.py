@@ -51,6 +51,12 @@ def parser() -> argparse.ArgumentParser:
         "--window", type=float, default=10.0, help="seconds of each measured window"
     )
     target.add_argument("--content-bytes", type=int, default=100)
+    target.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a client may wait for its hello, then for its own channel_join",
+    )
 
     fan = p.add_argument_group("fanout")
     fan.add_argument("--members", type=int, default=1000)
@@ -59,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
         "--in-flight",
         type=int,
         default=20,
-        help="messages each sender keeps unanswered when saturating",
+        help="messages each sender keeps unanswered when saturating (enough to keep the "
+        "stack busy however long its pipeline is)",
     )
 
     rooms = p.add_argument_group("rooms")
@@ -78,7 +85,12 @@ def parser() -> argparse.ArgumentParser:
     conn.add_argument(
         "--join-members", type=int, default=2000, help="members joining one channel (0: skip)"
     )
-    conn.add_argument("--join-timeout", type=float, default=90.0)
+    conn.add_argument(
+        "--join-timeout",
+        type=float,
+        default=60.0,
+        help="seconds after which no further member starts joining the one channel",
+    )
 
     idle = p.add_argument_group("idle")
     idle.add_argument("--idle", type=int, default=10000, help="idle connected, joined clients")

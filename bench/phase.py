@@ -6,11 +6,15 @@ The window is when senders send; deliveries received inside it give the rate. La
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from bench import frames, stats
+
+# Message numbers are unique in a run (the server keeps one message per client_msg_id).
+_BASES = itertools.count(0, 1_000_000_000)
 
 
 class Member(Protocol):
@@ -32,6 +36,10 @@ class Phase:
         self.ack_us: list[int] = []  # send -> the sender's own echo
         self.sends = stats.Sends()
         self.sent_to: dict[int, int] = {}  # channel -> messages sent to it
+        # Message base + i was sent by senders[i] at sent_ns[i]: receivers look it up by number.
+        self.base = next(_BASES)
+        self.senders: list[int] = []
+        self.sent_ns: list[int] = []
         self.on_ack: Callable[[Any], None] | None = None  # closed-loop senders send again here
 
     def begin(self, now_ns: int | None = None) -> None:
@@ -44,19 +52,24 @@ class Phase:
             tally = self.tallies[index] = stats.Tally()
         return tally
 
-    def sent(self, channel: int) -> None:
+    def sent(self, sender: int, channel: int, now_ns: int | None = None) -> int:
+        """Record a message about to be sent; returns its number (its client_msg_id)."""
         self.sends.sent += 1
         self.sent_to[channel] = self.sent_to.get(channel, 0) + 1
+        self.senders.append(sender)
+        self.sent_ns.append(time.perf_counter_ns() if now_ns is None else now_ns)
+        return self.base + len(self.sent_ns) - 1
 
     def on_chat(self, member: Member, payload: frames.ChatPayload, now_ns: int) -> None:
-        sender, counter, sent_ns = frames.parse_msg_id(payload.client_msg_id)
-        if sent_ns < self.start_ns:
-            return  # an earlier phase's straggler
+        i = frames.parse_msg_id(payload.client_msg_id) - self.base
+        if not 0 <= i < len(self.sent_ns):
+            return  # another phase's straggler
+        sender, sent_ns = self.senders[i], self.sent_ns[i]
         self.last_receipt_ns = now_ns
         self.received += 1
         if now_ns <= self.end_ns:
             self.in_window += 1
-        self.tally(member.index).add(payload.seq, sender, counter)
+        self.tally(member.index).add(payload.seq, sender, i)
         if sender == member.index:
             self.ack_us.append((now_ns - sent_ns) // 1000)
             self.sends.acked += 1

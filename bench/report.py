@@ -14,7 +14,11 @@ def _n(value: float | None) -> str:
 def _lat(ms: dict[str, float]) -> str:
     if not ms.get("count"):
         return "-"
-    return f"p50 {ms['p50']:.1f} / p95 {ms['p95']:.1f} / p99 {ms['p99']:.1f} ms"
+    return " / ".join(f"{p} {_ms(ms[p])}" for p in ("p50", "p95", "p99")) + " ms"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
 def _integrity(r: dict[str, Any]) -> str:
@@ -127,9 +131,9 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
                 for n in names
             ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    closes = {k: v for name, r in results.items() for k, v in r.get("closes", {}).items()}
+    closes = [f"{name} {json.dumps(r['closes'])}" for name, r in results.items() if r.get("closes")]
     if closes:
-        lines += ["", "Connections closed by the server: " + json.dumps(closes)]
+        lines += ["", "Connections the server closed (code reason: count): " + "; ".join(closes)]
     return "\n".join(lines) + "\n"
 
 

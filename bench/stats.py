@@ -41,12 +41,14 @@ class Tally:
 
     def add(self, seq: int, sender: int = -1, counter: int = 0) -> None:
         if sender >= 0:
-            previous = self.last_counter.get(sender, -1)
-            if counter <= previous:
-                self.sender_reordered += 1
-            else:
+            if counter > self.last_counter.get(sender, -1):
                 self.last_counter[sender] = counter
-        if seq > self.last:
+            else:
+                self.sender_reordered += 1
+        if seq == self.last + 1 and self.first:  # the usual case, first
+            self.last = seq
+            self.received += 1
+        elif seq > self.last:
             if self.last and seq > self.last + 1:
                 self.gaps.append([self.last + 1, seq - 1])
             if not self.first:

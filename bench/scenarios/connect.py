@@ -49,6 +49,7 @@ async def _handshakes(
             channel_of=lambda i: ctx.channel(base + i // ROOM),
             token_of=token_of,
             concurrency=args.concurrency,
+            timeout_s=args.handshake_timeout,
             label=f"connect: {kind}",
         )
     result = _summary(done)
@@ -71,6 +72,7 @@ async def _one_channel(ctx: Context) -> dict[str, Any]:
             range(10 * args.clients, 10 * args.clients + args.join_members),
             channel_of=lambda _: channel,
             concurrency=args.concurrency,
+            timeout_s=min(args.handshake_timeout, args.join_timeout),
             deadline_s=args.join_timeout,
             label="connect: one channel",
         )

@@ -24,6 +24,7 @@ async def fanout(ctx: Context) -> dict[str, Any]:
         range(args.members),
         channel_of=lambda _: channel,
         concurrency=args.concurrency,
+        timeout_s=args.handshake_timeout,
         label="fanout: members",
     )
     clients = joined.clients

@@ -28,6 +28,7 @@ async def idle(ctx: Context) -> dict[str, Any]:
         range(args.idle),
         channel_of=lambda i: ctx.channel(500_000 + i // ROOM),
         concurrency=args.concurrency,
+        timeout_s=args.handshake_timeout,
         label="idle: clients",
     )
     out: dict[str, Any] = {

@@ -14,7 +14,7 @@ from bench.target import stored_messages
 
 log = logging.getLogger(__name__)
 
-DRAIN_S = 60.0
+DRAIN_S = 30.0
 
 
 async def rooms(ctx: Context) -> dict[str, Any]:
@@ -30,6 +30,7 @@ async def rooms(ctx: Context) -> dict[str, Any]:
         range(args.users),
         channel_of=channel_of,
         concurrency=args.concurrency,
+        timeout_s=args.handshake_timeout,
         label="rooms: users",
     )
     clients = joined.clients

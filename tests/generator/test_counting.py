@@ -123,25 +123,26 @@ def test_sends_without_an_answer_are_unanswered() -> None:
 # -- frames ----------------------------------------------------------------------------------
 
 
-def test_a_chat_frame_carries_sender_counter_and_time_through_the_server_frame() -> None:
-    sent = frames.chat(42, frames.content(100), 7, 3, 123456789)
+def test_a_chat_frame_carries_its_number_through_the_server_frame() -> None:
+    sent = frames.chat(42, frames.content(100), 1_000_000_007)
     assert b'"content":"' + b"x" * 100 + b'"' in sent
+    assert b'"client_msg_id":"1000000007"' in sent
     # What the server broadcasts: its own envelope and fields, ours echoed.
     echoed = (
         b'{"type":"chat_send","timestamp":"2025-01-15T10:30:00Z","id":"x","payload":'
         b'{"channel_id":42,"sender":{"username":"Guest1","is_guest":true},"content":"xx",'
-        b'"seq":9,"client_msg_id":"7.3.123456789"}}'
+        b'"seq":9,"client_msg_id":"1000000007"}}'
     )
     assert echoed.startswith(frames.CHAT_PREFIX)
     payload = frames.decode_chat(echoed).payload
     assert (payload.channel_id, payload.seq) == (42, 9)
-    assert frames.parse_msg_id(payload.client_msg_id) == (7, 3, 123456789)
+    assert frames.parse_msg_id(payload.client_msg_id) == 1_000_000_007
 
 
-def test_foreign_message_ids_are_not_attributed_to_a_sender() -> None:
-    assert frames.parse_msg_id("") == (-1, 0, 0)
-    assert frames.parse_msg_id("a.b.c") == (-1, 0, 0)
-    assert frames.parse_msg_id("1.2") == (-1, 0, 0)
+def test_foreign_message_ids_are_not_bench_messages() -> None:
+    assert frames.parse_msg_id("") == -1
+    assert frames.parse_msg_id("c-7f3a") == -1
+    assert frames.parse_msg_id("-3") == -1
 
 
 def test_user_marker_does_not_match_a_longer_name() -> None:
@@ -164,21 +165,20 @@ class FakeMember:
     in_flight: int = 0
 
 
-def chat(channel: int, seq: int, sender: int, counter: int, sent_ns: int) -> frames.ChatPayload:
-    return frames.ChatPayload(
-        channel_id=channel, seq=seq, client_msg_id=f"{sender}.{counter}.{sent_ns}"
-    )
+def chat(channel: int, seq: int, msg_no: int) -> frames.ChatPayload:
+    return frames.ChatPayload(channel_id=channel, seq=seq, client_msg_id=str(msg_no))
 
 
 def test_phase_separates_echoes_from_deliveries_and_counts_the_window() -> None:
     phase = Phase("t", window_s=1.0)
     phase.begin(now_ns=1_000_000_000)
-    sender, other = FakeMember(0, in_flight=1), FakeMember(1)
+    sender, other = FakeMember(0), FakeMember(1)
     acked: list[int] = []
     phase.on_ack = lambda m: acked.append(m.index)
-    phase.sent(5)
-    phase.on_chat(sender, chat(5, 1, 0, 1, 1_000_000_000), 1_002_000_000)  # own echo, 2 ms
-    phase.on_chat(other, chat(5, 1, 0, 1, 1_000_000_000), 2_500_000_000)  # after the window
+    msg = phase.sent(sender.index, 5, now_ns=1_000_000_000)
+    sender.in_flight = 1
+    phase.on_chat(sender, chat(5, 1, msg), 1_002_000_000)  # own echo, 2 ms
+    phase.on_chat(other, chat(5, 1, msg), 2_500_000_000)  # after the window
     report = phase.report({5: [0, 1]})
     assert (report["sent"], report["acked"], report["unanswered"]) == (1, 1, 0)
     assert sender.in_flight == 0
@@ -190,21 +190,36 @@ def test_phase_separates_echoes_from_deliveries_and_counts_the_window() -> None:
     assert report["delivered_pct"] == 100.0
 
 
-def test_phase_ignores_an_earlier_phases_straggler() -> None:
-    phase = Phase("t", window_s=1.0)
-    phase.begin(now_ns=5_000)
+def test_message_numbers_are_unique_across_phases_and_stragglers_are_ignored() -> None:
+    first, second = Phase("a", window_s=1.0), Phase("b", window_s=1.0)
+    old = first.sent(0, 5)
+    new = second.sent(0, 5)
+    assert old != new
     member = FakeMember(1)
-    phase.on_chat(member, chat(5, 1, 0, 1, 4_000), 6_000)
-    assert phase.received == 0
-    assert phase.tallies == {}
+    second.on_chat(member, chat(5, 1, old), 6_000)
+    second.on_chat(member, chat(5, 2, 123), 6_000)  # not a number this phase gave out
+    assert second.received == 0
+    assert second.tallies == {}
+    second.on_chat(member, chat(5, 3, new), 6_000)
+    assert second.received == 1
+
+
+def test_a_senders_messages_out_of_order_at_a_receiver_are_counted() -> None:
+    phase = Phase("t", window_s=1.0)
+    phase.begin(now_ns=0)
+    a, b = phase.sent(0, 5, now_ns=0), phase.sent(0, 5, now_ns=0)
+    member = FakeMember(1)
+    phase.on_chat(member, chat(5, 1, b), 10)  # the server ordered them the other way round
+    phase.on_chat(member, chat(5, 2, a), 10)
+    assert phase.report({5: [0, 1]})["sender_reordered"] == 1
 
 
 def test_phase_counts_refusals_by_kind_and_frees_the_senders_slot() -> None:
     phase = Phase("t", window_s=1.0)
     phase.begin(now_ns=0)
     member = FakeMember(0, in_flight=2)
-    phase.sent(5)
-    phase.sent(5)
+    phase.sent(0, 5)
+    phase.sent(0, 5)
     phase.on_error(member, frames.ErrorPayload(detail=frames.TOO_FAST))
     phase.on_error(member, frames.ErrorPayload(detail="Failed to send message"))
     report = phase.report({5: [0]})
@@ -216,10 +231,10 @@ def test_delivered_share_is_of_everything_sent_not_only_what_was_stored() -> Non
     phase = Phase("t", window_s=1.0)
     phase.begin(now_ns=0)
     a, b = FakeMember(0, in_flight=2), FakeMember(1)
-    phase.sent(5)
-    phase.sent(5)  # never stored: no seq, nobody receives it
-    phase.on_chat(a, chat(5, 1, 0, 1, 0), 10)
-    phase.on_chat(b, chat(5, 1, 0, 1, 0), 10)
+    msg = phase.sent(0, 5, now_ns=0)
+    phase.sent(0, 5, now_ns=0)  # never stored: no seq, nobody receives it
+    phase.on_chat(a, chat(5, 1, msg), 10)
+    phase.on_chat(b, chat(5, 1, msg), 10)
     report = phase.report({5: [0, 1]})
     assert report["offered_deliveries"] == 4
     assert report["delivered_pct"] == 50.0
