@@ -86,6 +86,8 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "cpus": os.cpu_count(),
             "args": vars(args),
         }
+        if args.profile:
+            meta["profiles"] = str(folder / f"{stamp}-profiles")
         for i, name in enumerate(args.scenarios):
             if i > 0:
                 log.info("restarting the services for %s", name)

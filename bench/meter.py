@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,16 +28,13 @@ def _py_spy() -> str | None:
 class Meter:
     """``async with Meter(...)`` around a window: per process, % of one core and RSS.
 
-    With ``profile_to`` set, py-spy samples each Python service for ``window_s`` (flamegraph
+    With ``profile_to`` set, py-spy samples each Python service from entry to exit (flamegraph
     SVGs named ``<label>-<service>.svg``).
     """
 
-    def __init__(
-        self, target: Target, label: str, window_s: float, profile_to: Path | None = None
-    ) -> None:
+    def __init__(self, target: Target, label: str, profile_to: Path | None = None) -> None:
         self.target = target
         self.label = label
-        self.window_s = window_s
         self.profile_to = profile_to
         self.watched = [*target.watched, procs.Watched("bench (generator)", os.getpid())]
         self.rows: list[dict[str, Any]] = []
@@ -72,6 +70,8 @@ class Meter:
                 }
             )
         for spy in self._spies:
+            with contextlib.suppress(ProcessLookupError):
+                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on Ctrl-C
             try:
                 await asyncio.wait_for(spy.wait(), 30)
             except TimeoutError:
@@ -92,8 +92,6 @@ class Meter:
                 "record",
                 "--pid",
                 str(w.pid),
-                "--duration",
-                str(max(1, round(self.window_s))),
                 "--rate",
                 "100",
                 "--nonblocking",

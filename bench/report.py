@@ -134,6 +134,8 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     closes = [f"{name} {json.dumps(r['closes'])}" for name, r in results.items() if r.get("closes")]
     if closes:
         lines += ["", "Connections the server closed (code reason: count): " + "; ".join(closes)]
+    if "profiles" in meta:
+        lines += ["", f"py-spy flamegraphs of each service and window: `{meta['profiles']}/`"]
     return "\n".join(lines) + "\n"
 
 

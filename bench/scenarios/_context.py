@@ -24,9 +24,9 @@ class Context:
     # Channel ids of this run start at a random base: a long-running target keeps old channels.
     channel_base: int = field(default_factory=lambda: 1_000_000 + secrets.randbelow(1_000_000_000))
 
-    def meter(self, label: str, window_s: float) -> Meter:
+    def meter(self, label: str) -> Meter:
         profile = self.results / f"{self.stamp}-profiles" if self.args.profile else None
-        return Meter(self.target, label, window_s, profile)
+        return Meter(self.target, label, profile)
 
     def channel(self, offset: int) -> int:
         return self.channel_base + offset

@@ -41,7 +41,7 @@ async def _handshakes(
 ) -> dict[str, Any]:
     args = ctx.args
     base = 200_000 + block * 100_000
-    async with ctx.meter(f"connect-{kind}", 0) as meter:
+    async with ctx.meter(f"connect-{kind}") as meter:
         done = await connect_many(
             ctx.hub,
             ctx.target.gateway_urls,
@@ -65,7 +65,7 @@ async def _handshakes(
 async def _one_channel(ctx: Context) -> dict[str, Any]:
     args = ctx.args
     channel = ctx.channel(400_000)
-    async with ctx.meter("connect-one-channel", 0) as meter:
+    async with ctx.meter("connect-one-channel") as meter:
         done = await connect_many(
             ctx.hub,
             ctx.target.gateway_urls,

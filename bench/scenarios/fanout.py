@@ -42,7 +42,7 @@ async def fanout(ctx: Context) -> dict[str, Any]:
 
         saturated = Phase("fanout saturated", args.window)
         hub.phase = saturated
-        async with ctx.meter("fanout-saturated", args.window) as meter:
+        async with ctx.meter("fanout-saturated") as meter:
             await load.closed_loop(saturated, senders, args.in_flight, body)
         await load.drain(saturated, senders, DRAIN_S)
         out["saturated"] = {**saturated.report(members), "processes": meter.rows}
@@ -52,7 +52,7 @@ async def fanout(ctx: Context) -> dict[str, Any]:
         load.reset(senders)
         half = Phase("fanout half rate", args.window)
         hub.phase = half
-        async with ctx.meter("fanout-half", args.window) as meter:
+        async with ctx.meter("fanout-half") as meter:
             await load.paced(half, senders, half_rate, body)
         await load.drain(half, senders, DRAIN_S)
         out["half"] = {

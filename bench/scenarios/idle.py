@@ -39,7 +39,7 @@ async def idle(ctx: Context) -> dict[str, Any]:
     }
     try:
         await load.settle(ctx.hub, quiet_s=args.settle)
-        async with ctx.meter("idle", IDLE_WINDOW_S) as meter:
+        async with ctx.meter("idle") as meter:
             await asyncio.sleep(IDLE_WINDOW_S)
         per_gateway = []
         # Gateway i of the stack is urls[i]: client k went to urls[k % len(urls)].

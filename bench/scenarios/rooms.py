@@ -50,7 +50,7 @@ async def rooms(ctx: Context) -> dict[str, Any]:
         senders = sorted(clients, key=lambda c: (c.index % size, c.index // size))
         phase = Phase("rooms", args.window)
         hub.phase = phase
-        async with ctx.meter("rooms", args.window) as meter:
+        async with ctx.meter("rooms") as meter:
             await load.paced(phase, senders, args.rate, load.body(args.content_bytes))
         out["drain_s"] = round(await load.drain(phase, senders, DRAIN_S), 2)
         out.update(phase.report(members))
