@@ -80,7 +80,7 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     async with _target(args) as target:
         meta = {
             "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "command": "python -m bench " + shlex.join(sys.argv[1:]),
+            "command": " ".join(["python -m bench", shlex.join(sys.argv[1:])]).strip(),
             "commit": _commit(),
             "setup": _setup(target, args),
             "cpus": os.cpu_count(),
