@@ -53,8 +53,8 @@ fmt: $(STAMP) ## format the code and apply safe lint fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## measure throughput and latency through a running stack of private servers
-	$(BIN)/python -m bench
+bench: $(STAMP) ## load the stack: fanout, rooms, connect, idle (ARGS="fanout --members 500"; --help)
+	$(BIN)/python -m bench $(ARGS)
 
 compose-config: ## validate docker-compose.yml
 	docker-compose -f docker-compose.yml config --quiet
