@@ -7,10 +7,10 @@ gateway's expiry come as leaves too): the remaining members receive ``channel_me
 another connection in a channel it is already in changes nobody's view, so only that connection
 is told.
 
-Busy channels: ``channel_members`` goes out at most once per ``JUSTCHAT_MEMBERS_INTERVAL_MS`` per
-channel, and the join and leave frames wait for it (``presence_service.windows``): delayed, never
-reordered, and the joiner receives its list once. A join storm of N users thus costs N join frames
-per member plus one list per interval, not 2N frames.
+Busy channels: after a burst of three, ``channel_members`` goes out once per
+``JUSTCHAT_MEMBERS_INTERVAL_MS`` per channel, and the join and leave frames wait for it
+(``presence_service.windows``): delayed, never reordered, and the joiner receives its list once.
+A join storm of N users thus costs N join frames per member plus one list per interval.
 
 Within one replica a channel's changes and its window's sending take one lock, so the list read
 when a window closes reflects exactly the frames held. A window whose replica died is sent by any

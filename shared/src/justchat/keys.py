@@ -20,7 +20,7 @@ stands for the ``|`` separator.)
 | ``{ch:N}:conns`` | hash | presence-service | connection -> member of channel N |
 | ``{ch:N}:mutes`` | hash | chat-service | username -> mute expiry in ms (0: until lifted) |
 | ``{ch:N}:typing:{user}`` | string | presence-service | typing marker with a short TTL |
-| ``{ch:N}:members-sent`` | string | presence-service | present while a member list is this recent |
+| ``{ch:N}:members-pace`` | hash | presence-service | member-list credit (a token bucket) |
 | ``{ch:N}:members-held`` | list | presence-service | join/leave frames held until the window ends |
 | ``{ch:N}:members-users`` | set | presence-service | users named by the held frames' last segment |
 | ``members-due`` | zset | presence-service | channel id -> when its held window is due (ms) |
@@ -101,8 +101,8 @@ class Keys:
     def channel_typing(self, channel_id: int, username: str) -> str:
         return f"{self.prefix}{{ch:{channel_id}}}:typing:{username}"
 
-    def members_sent(self, channel_id: int) -> str:
-        return f"{self.prefix}{{ch:{channel_id}}}:members-sent"
+    def members_pace(self, channel_id: int) -> str:
+        return f"{self.prefix}{{ch:{channel_id}}}:members-pace"
 
     def members_held(self, channel_id: int) -> str:
         return f"{self.prefix}{{ch:{channel_id}}}:members-held"
