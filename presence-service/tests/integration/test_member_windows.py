@@ -108,7 +108,7 @@ def names(payload: dict[str, Any]) -> list[str]:
     return [m["username"] for m in payload["members"]]
 
 
-def check_order(frames: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def check_order(frames: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
     """Assert the rule; return the lists' member names, in order."""
     lists: list[list[str]] = []
     explained = True
