@@ -231,9 +231,10 @@ class PresenceHandler:
         return self._stripes[channel_id % ORDER_STRIPES]
 
     async def broadcast(self, channel_id: int, *frames: bytes) -> None:
-        """Publish ``frames`` to the channel's members, in this order (one connection)."""
+        """Publish ``frames`` to the channel's members, in this order and all at once: a
+        gateway subscribing meanwhile gets all of them or none (never a join without its list)."""
         topic = self.keys.channel_topic(channel_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=len(frames) > 1) as pipe:
             for frame in frames:
                 pipe.publish(topic, events.encode(events.ChannelEvent(seq=0, frame=frame)))
             await pipe.execute()
