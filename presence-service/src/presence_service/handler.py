@@ -174,14 +174,28 @@ class PresenceHandler:
         await self.broadcast(channel_id, members_frame(channel_id, members), frame)
 
     def _flush_at(self, channel_id: int, due_ms: int) -> None:
-        if channel_id not in self._timers:
-            self._timers[channel_id] = asyncio.create_task(
-                self._flush_later(channel_id, due_ms), name=f"members-window-{channel_id}"
-            )
+        if channel_id in self._timers:
+            return
+        timer = asyncio.create_task(
+            self._flush_later(channel_id, due_ms), name=f"members-window-{channel_id}"
+        )
+        self._timers[channel_id] = timer
+
+        def forget(task: asyncio.Task[None]) -> None:
+            if self._timers.get(channel_id) is task:
+                del self._timers[channel_id]
+
+        timer.add_done_callback(forget)
 
     async def _flush_later(self, channel_id: int, due_ms: int) -> None:
         await asyncio.sleep(max(0.0, (due_ms - now_ms()) / 1000))
-        await self.flush(channel_id)
+        await self._flush_logged(channel_id)
+
+    async def _flush_logged(self, channel_id: int) -> None:
+        try:
+            await self.flush(channel_id)
+        except Exception:  # bad data in Redis must not stop the other channels' windows
+            log.exception("members window of %s could not be sent", channel_id)
 
     async def flush(self, channel_id: int) -> None:
         """Close the channel's window, if one is held: its list(s), then its frames, in order."""
@@ -215,7 +229,7 @@ class PresenceHandler:
             for channel_id in overdue:
                 if channel_id not in self._timers:
                     log.info("sending the overdue members window of %s", channel_id)
-                    await self.flush(channel_id)
+                    await self._flush_logged(channel_id)
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         backoff = 0.1
