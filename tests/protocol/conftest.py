@@ -1,5 +1,9 @@
 """The protocol conformance suite: PROTOCOL.md rule by rule against the running stack.
 
+Every stack here runs at the settings users get: no timing shortened, no limit raised (the
+session stack of the other suites shortens TTLs and disables member-list coalescing; this suite
+replaces it). A module needing a setting of its own passes it explicitly in ``env``.
+
 Test modules get their helpers through the ``proto`` fixture (a ``Proto``): raw sockets for the
 rules about bytes on the wire, typed ``Client``s for the rest, accounts of any role, and the
 small waiting helpers (``joined``, ``collect``, ``quiet``) every module needs.
@@ -9,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import asyncpg
@@ -26,7 +32,10 @@ from websockets.exceptions import ConnectionClosed
 
 from justchat import wire
 from justchat.client import Client
-from justchat.stack import Stack
+from justchat.stack import Stack, StackConfig
+
+# What a stack cannot run without; everything else is left to the defaults.
+REQUIRED_ENV: Final = ("JUSTCHAT_REDIS_PREFIX", "JUSTCHAT_JWT_SECRET")
 
 QUIET_S: Final = 0.5
 PASSWORD: Final = "Secret-pass1"
@@ -246,15 +255,57 @@ class Proto:
 
     async def fill(self, channel_id: int, count: int, *, per_sender: int = 15) -> list[Any]:
         """``count`` messages in ``channel_id`` from fresh guests (each under the send burst),
-        one after another; returns the broadcasts in seq order."""
+        one after another; returns the broadcasts in seq order. The senders join together, so
+        their arrival costs one member-list window, not one each."""
+        senders = [await self.connect() for _ in range(-(-count // per_sender))]
+        await asyncio.gather(*(self.joined(sender, channel_id) for sender in senders))
         sent: list[Any] = []
-        while len(sent) < count:
-            sender = await self.connect()
-            await self.joined(sender, channel_id)
+        for sender in senders:
             for _ in range(min(per_sender, count - len(sent))):
                 sent.append(await self.echo(sender, channel_id, f"m{len(sent) + 1}"))
-            await hang_up(sender)
+        await asyncio.gather(*(hang_up(sender) for sender in senders))
         return sent
+
+
+@pytest.fixture(scope="session")
+def make_stack_config(
+    make_stack_config: Callable[..., StackConfig],
+) -> Callable[..., StackConfig]:
+    """The root suite's stack configuration without its shortened or raised settings."""
+    shared = make_stack_config
+
+    def at_defaults(run_dir: Path, *, env: dict[str, str] | None = None, **kw: Any) -> StackConfig:
+        config = shared(run_dir, env=env, **kw)
+        keep = {*REQUIRED_ENV, *(env or {})}
+        return dataclasses.replace(config, env={k: v for k, v in config.env.items() if k in keep})
+
+    return at_defaults
+
+
+@pytest.fixture(scope="session")
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    make_stack_config: Callable[..., StackConfig],
+    redis_url: str,
+    database_url: str,
+    redis_prefix: str,
+    jwt_secret: str,
+) -> AsyncIterator[Stack]:
+    """Two gateways and one of each service, at the default settings."""
+    running = Stack(
+        make_stack_config(
+            tmp_path_factory.mktemp("protocol-stack"),
+            redis_url=redis_url,
+            database_url=database_url,
+            redis_prefix=redis_prefix,
+            jwt_secret=jwt_secret,
+        )
+    )
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
 
 
 @pytest.fixture

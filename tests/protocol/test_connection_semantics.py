@@ -13,9 +13,10 @@ import pytest
 
 from justchat import wire
 from justchat.client import Client
+from justchat.settings import Settings
 from justchat.stack import Stack, StackConfig
 
-PRESENCE_TTL_S = 3.0  # the session stack's and this module's JUSTCHAT_PRESENCE_TTL_S
+PRESENCE_TTL_S = Settings().presence_ttl_s  # the protocol stacks run at the defaults
 
 
 def names(frame: wire.MembersFrame) -> list[str]:

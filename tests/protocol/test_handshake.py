@@ -12,10 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from justchat.keys import Keys
+from justchat.settings import Settings
 
 INVALID_HELLO = "Invalid HELLO message"
 GUEST_NAME = re.compile(r"^Guest[0-9]+$")
-HANDSHAKE_TIMEOUT_S = 2.0  # the session stack's JUSTCHAT_HANDSHAKE_TIMEOUT_S
+HANDSHAKE_TIMEOUT_S = Settings().handshake_timeout_s  # the protocol stack runs at the defaults
 
 
 def hello(payload: object, **envelope: object) -> str:

@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             async with background(
                 consumer=consumer.run(),
+                members_windows=handler.sweep(),
                 reaper=reap_dead_gateways(store, redis, keys, settings, registry),
             ):
                 log.info("presence-service %s ready", consumer.consumer)

@@ -1,16 +1,20 @@
 """presence-service's command handler and the reaper of dead gateways.
 
 Join: (1) the joiner already got its history from chat-service; (2) every member receives
-``channel_members``; (3) every member receives ``channel_join``. Leave: the remaining members
-receive ``channel_members`` then ``channel_leave``, once, when the user's last connection in the
-channel is gone. A user opening another connection in a channel it is already in changes nobody's
-view, so only that connection is told.
+``channel_members``; (3) every member receives ``channel_join``. Leave (a kick, a ban and a dead
+gateway's expiry come as leaves too): the remaining members receive ``channel_members`` then
+``channel_leave``, once, when the user's last connection in the channel is gone. A user opening
+another connection in a channel it is already in changes nobody's view, so only that connection
+is told.
 
-Busy channels: ``channel_members`` goes out at most once per ``JUSTCHAT_MEMBERS_INTERVAL_MS`` per
-channel. A change inside the interval schedules one broadcast at its end, read from Redis then,
-so the last list everyone receives is the true one; the joiner gets the list at once, addressed
-to it alone, so its own order stays members -> join. A join storm of N users thus costs N join
-frames per member, not 2N.
+Busy channels: after a burst of three, ``channel_members`` goes out once per
+``JUSTCHAT_MEMBERS_INTERVAL_MS`` per channel, and the join and leave frames wait for it
+(``presence_service.windows``): delayed, never reordered, and the joiner receives its list once.
+A join storm of N users thus costs N join frames per member plus one list per interval.
+
+Within one replica a channel's changes and its window's sending take one lock, so the list read
+when a window closes reflects exactly the frames held. A window whose replica died is sent by any
+replica once it is overdue by a whole interval (``sweep``).
 
 Typing: broadcast at most once per ``JUSTCHAT_TYPING_INTERVAL_MS`` per user and channel (a Redis
 key with that TTL); chat-service deletes the key when the user sends a message.
@@ -19,12 +23,10 @@ key with that TTL); chat-service deletes the key when the user sends a message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import time
-from dataclasses import dataclass
-from typing import Final, cast
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -42,11 +44,16 @@ from justchat.keys import Keys, partition_of, partition_of_user
 from justchat.metrics import Registry
 from justchat.settings import Settings
 from justchat.streams import TRANSIENT
-from presence_service.store import PresenceStore, member_list
+from presence_service.store import PresenceStore
+from presence_service.windows import LIST, MemberWindows, frames_to_send
 
 log = logging.getLogger(__name__)
 
-MAX_PACED_CHANNELS: Final = 100_000
+T = TypeVar("T")
+
+ORDER_STRIPES: Final = 64  # channel locks, shared by channel id modulo: bounded memory
+OVERDUE_BATCH: Final = 100
+RETRY_MAX_S: Final = 5.0
 
 
 def members_frame(channel_id: int, members: list[wire.UserFrom]) -> bytes:
@@ -55,10 +62,8 @@ def members_frame(channel_id: int, members: list[wire.UserFrom]) -> bytes:
     )
 
 
-@dataclass(slots=True)
-class _Pace:
-    last_sent: float = -math.inf
-    flush: asyncio.Task[None] | None = None
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class PresenceHandler:
@@ -71,12 +76,17 @@ class PresenceHandler:
         registry: Registry,
     ) -> None:
         self.store, self.redis, self.keys = store, redis, keys
-        self.members_interval = settings.members_interval_ms / 1000
+        self.interval_ms = settings.members_interval_ms
         self.typing_interval_ms = settings.typing_interval_ms
-        self.paces: dict[int, _Pace] = {}
+        self.windows = MemberWindows(redis, keys, self.interval_ms)
+        self._stripes = [asyncio.Lock() for _ in range(ORDER_STRIPES)]
+        self._timers: dict[int, asyncio.Task[None]] = {}  # channel -> its window's local timer
         self.announced = registry.counter("presence_announcements", "join/leave broadcasts")
         self.members_sent = registry.counter(
             "presence_members_broadcasts", "channel_members broadcasts (after coalescing)"
+        )
+        self.held = registry.counter(
+            "presence_frames_held", "join/leave frames held until their window's member list"
         )
         self.typing_sent = registry.counter("presence_typing_broadcasts", "typing broadcasts")
 
@@ -96,41 +106,40 @@ class PresenceHandler:
         """Presence commands have no one waiting for an answer; the dead letter is the record."""
 
     async def close(self) -> None:
-        for pace in self.paces.values():
-            if pace.flush is not None:
-                pace.flush.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pace.flush
+        """Stop the local timers; their windows stay in Redis for whichever replica runs next."""
+        timers = list(self._timers.values())
+        for task in timers:
+            task.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
 
     async def join(self, cmd: PresenceJoin) -> None:
-        result = await self.store.join(cmd.channel_id, cmd.origin, cmd.user)
-        members = members_frame(cmd.channel_id, result.members)
         joined = wire.fresh_frame(
             wire.JoinFrame, wire.ChannelUserOut(channel_id=cmd.channel_id, user=cmd.user)
         )
-        if result.again:  # re-announced after an outage: just refresh this connection's view
-            await self.direct(cmd.origin, [members])
-            return
-        if result.already_present:
-            await self.direct(cmd.origin, [members, joined])
-            return
-        if not await self.members_changed(cmd.channel_id, members):
-            await self.direct(cmd.origin, [members])
-        self.announced.inc(kind="join")
-        await self.broadcast(cmd.channel_id, joined)
+        async with self._order(cmd.channel_id):
+            result = await self.store.join(cmd.channel_id, cmd.origin, cmd.user)
+            if result.again:  # re-announced after an outage: just refresh this connection's view
+                await self.direct(cmd.origin, [members_frame(cmd.channel_id, result.members)])
+                return
+            if result.already_present:
+                members = members_frame(cmd.channel_id, result.members)
+                await self.direct(cmd.origin, [members, joined])
+                return
+            self.announced.inc(kind="join")
+            await self._announce(
+                cmd.channel_id, joined, cmd.user, result.members, result.before(cmd.user)
+            )
 
     async def leave(self, cmd: PresenceLeave) -> None:
-        result = await self.store.leave(cmd.channel_id, cmd.origin)
-        if result is None or result.still_present:
-            return
-        self.announced.inc(kind="leave")
-        await self.members_changed(cmd.channel_id, members_frame(cmd.channel_id, result.members))
-        await self.broadcast(
-            cmd.channel_id,
-            wire.fresh_frame(
+        async with self._order(cmd.channel_id):
+            result = await self.store.leave(cmd.channel_id, cmd.origin)
+            if result is None or result.still_present:
+                return
+            self.announced.inc(kind="leave")
+            left = wire.fresh_frame(
                 wire.LeaveFrame, wire.ChannelUserOut(channel_id=cmd.channel_id, user=result.user)
-            ),
-        )
+            )
+            await self._announce(cmd.channel_id, left, result.user, result.members, result.before)
 
     async def typing(self, cmd: PresenceTyping) -> None:
         key = self.keys.channel_typing(cmd.channel_id, cmd.user.username)
@@ -143,53 +152,106 @@ class PresenceHandler:
                 ),
             )
 
-    async def members_changed(self, channel_id: int, frame: bytes) -> bool:
-        """Broadcast the new member list now if the channel's interval allows; else make sure
-        one broadcast follows at the end of the interval. True if it was sent now."""
-        pace = self.paces.get(channel_id)
-        if pace is None:
-            if len(self.paces) >= MAX_PACED_CHANNELS:
-                self._forget_quiet_channels()
-            pace = self.paces[channel_id] = _Pace()
-        now = time.monotonic()
-        if pace.flush is None and now - pace.last_sent >= self.members_interval:
-            pace.last_sent = now
-            self.members_sent.inc()
-            await self.broadcast(channel_id, frame)
-            return True
-        if pace.flush is None:
-            delay = pace.last_sent + self.members_interval - now
-            pace.flush = asyncio.create_task(self._flush_later(channel_id, pace, delay))
-        return False
+    async def _announce(
+        self,
+        channel_id: int,
+        frame: bytes,
+        user: wire.UserFrom,
+        members: list[wire.UserFrom],
+        before: list[wire.UserFrom],
+    ) -> None:
+        """The list and then ``frame``: now if the channel is quiet, else at its window's end.
+        Runs under the channel's lock."""
+        if self.interval_ms > 0:
+            due = await self.windows.hold(
+                channel_id, frame, user.username, members_frame(channel_id, before), now_ms()
+            )
+            if due is not None:
+                self.held.inc()
+                self._flush_at(channel_id, due)
+                return
+        self.members_sent.inc()
+        await self.broadcast(channel_id, members_frame(channel_id, members), frame)
 
-    async def _flush_later(self, channel_id: int, pace: _Pace, delay: float) -> None:
-        await asyncio.sleep(max(0.0, delay))
+    def _flush_at(self, channel_id: int, due_ms: int) -> None:
+        if channel_id in self._timers:
+            return
+        timer = asyncio.create_task(
+            self._flush_later(channel_id, due_ms), name=f"members-window-{channel_id}"
+        )
+        self._timers[channel_id] = timer
+
+        def forget(task: asyncio.Task[None]) -> None:
+            if self._timers.get(channel_id) is task:
+                del self._timers[channel_id]
+
+        timer.add_done_callback(forget)
+
+    async def _flush_later(self, channel_id: int, due_ms: int) -> None:
+        await asyncio.sleep(max(0.0, (due_ms - now_ms()) / 1000))
+        await self._flush_logged(channel_id)
+
+    async def _flush_logged(self, channel_id: int) -> None:
+        try:
+            await self.flush(channel_id)
+        except Exception:  # bad data in Redis must not stop the other channels' windows
+            log.exception("members window of %s could not be sent", channel_id)
+
+    async def flush(self, channel_id: int) -> None:
+        """Close the channel's window, if one is held: its list(s), then its frames, in order."""
+        async with self._order(channel_id):
+            # From here on, a change schedules a timer for the next window.
+            if self._timers.get(channel_id) is asyncio.current_task():
+                del self._timers[channel_id]
+            window = await self._retrying(
+                f"members window of {channel_id}", lambda: self.windows.take(channel_id, now_ms())
+            )
+            if window is None:
+                return
+            frames = frames_to_send(window, members_frame(channel_id, window.members))
+            self.members_sent.inc(1 + sum(entry[:1] == LIST for entry in window.held))
+            await self._retrying(
+                f"members window of {channel_id}", lambda: self.broadcast(channel_id, *frames)
+            )
+
+    async def sweep(self) -> None:
+        """Send the windows overdue by a whole interval: the replica that held them died or
+        gave its partition away (their own timers send them at the due time)."""
+        if self.interval_ms <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.interval_ms / 1000)
+            try:
+                overdue = await self.windows.overdue(now_ms() - self.interval_ms, OVERDUE_BATCH)
+            except TRANSIENT as exc:
+                log.warning("members window sweep failed: %r", exc)
+                continue
+            for channel_id in overdue:
+                if channel_id not in self._timers:
+                    log.info("sending the overdue members window of %s", channel_id)
+                    await self._flush_logged(channel_id)
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        backoff = 0.1
         while True:
             try:
-                values = cast(
-                    list[bytes], await self.redis.hvals(self.keys.channel_conns(channel_id))
-                )
-                pace.last_sent = time.monotonic()
-                self.members_sent.inc()
-                await self.broadcast(channel_id, members_frame(channel_id, member_list(values)))
-                break
+                return await attempt()
             except TRANSIENT as exc:
-                log.warning("members flush for %s failed: %r; retrying", channel_id, exc)
-                await asyncio.sleep(self.members_interval or 0.5)
-        pace.flush = None
+                log.warning("%s failed: %r; retrying in %.1fs", what, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
 
-    def _forget_quiet_channels(self) -> None:
-        horizon = time.monotonic() - self.members_interval
-        for channel_id in [
-            c for c, p in self.paces.items() if p.flush is None and p.last_sent < horizon
-        ]:
-            del self.paces[channel_id]
+    def _order(self, channel_id: int) -> asyncio.Lock:
+        return self._stripes[channel_id % ORDER_STRIPES]
 
-    async def broadcast(self, channel_id: int, frame: bytes) -> None:
-        await self.redis.publish(
-            self.keys.channel_topic(channel_id),
-            events.encode(events.ChannelEvent(seq=0, frame=frame)),
-        )
+    async def broadcast(self, channel_id: int, *frames: bytes) -> None:
+        """Publish ``frames`` to the channel's members, in this order and all at once: a
+        gateway subscribing meanwhile gets all of them or none (never a join without its list)."""
+        topic = self.keys.channel_topic(channel_id)
+        async with self.redis.pipeline(transaction=len(frames) > 1) as pipe:
+            for frame in frames:
+                pipe.publish(topic, events.encode(events.ChannelEvent(seq=0, frame=frame)))
+            await pipe.execute()
 
     async def direct(self, origin: Origin, frames: list[bytes]) -> None:
         event = Direct(conn=origin.conn, frames=frames)

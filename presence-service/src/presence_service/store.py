@@ -90,11 +90,16 @@ class JoinResult(Struct, frozen=True):
     members: list[UserFrom]
     again: bool = False  # this connection was in already (a gateway announcing it again)
 
+    def before(self, user: UserFrom) -> list[UserFrom]:
+        """The member list just before ``user``'s first connection joined."""
+        return [m for m in self.members if m.username != user.username]
+
 
 class LeaveResult(Struct, frozen=True):
     user: UserFrom
     still_present: bool  # the user has another connection in the channel
     members: list[UserFrom]
+    before: list[UserFrom]  # the member list just before this connection left
 
 
 class PresenceStore:
@@ -136,6 +141,7 @@ class PresenceStore:
             user=gone,
             still_present=any(parse_member(v).user.username == gone.username for v in rest),
             members=member_list(rest),
+            before=member_list([reply[0], *rest]),
         )
 
     async def set_online(self, origin: Origin, username: str, online: bool) -> int:

@@ -120,6 +120,7 @@ async def test_leave_one_of_two_connections(store: PresenceStore) -> None:
     await store.join(8, origin("c1"), ALICE)
     await tick()
     await store.join(8, origin("c2"), BOB)
+    await tick()
     await store.join(8, origin("c3", gateway="gw-b"), ALICE)
     first = await store.leave(8, origin("c1"))
     assert first is not None

@@ -20,6 +20,10 @@ stands for the ``|`` separator.)
 | ``{ch:N}:conns`` | hash | presence-service | connection -> member of channel N |
 | ``{ch:N}:mutes`` | hash | chat-service | username -> mute expiry in ms (0: until lifted) |
 | ``{ch:N}:typing:{user}`` | string | presence-service | typing marker with a short TTL |
+| ``{ch:N}:members-pace`` | hash | presence-service | member-list credit (a token bucket) |
+| ``{ch:N}:members-held`` | list | presence-service | join/leave frames held until the window ends |
+| ``{ch:N}:members-users`` | set | presence-service | users named by the held frames' last segment |
+| ``members-due`` | zset | presence-service | channel id -> when its held window is due (ms) |
 | ``gw:{id}:inbox`` | pub/sub | chat-service | frames addressed to one gateway's conns |
 | ``reply:{id}`` | list | chat-service | the answer to one REST moderation command (short TTL) |
 | ``gw:{id}:conns`` | set | presence-service | ``channel/conn`` pairs (``~/conn`` for online) |
@@ -98,6 +102,15 @@ class Keys:
     def channel_typing(self, channel_id: int, username: str) -> str:
         return f"{self.prefix}{{ch:{channel_id}}}:typing:{username}"
 
+    def members_pace(self, channel_id: int) -> str:
+        return f"{self.prefix}{{ch:{channel_id}}}:members-pace"
+
+    def members_held(self, channel_id: int) -> str:
+        return f"{self.prefix}{{ch:{channel_id}}}:members-held"
+
+    def members_users(self, channel_id: int) -> str:
+        return f"{self.prefix}{{ch:{channel_id}}}:members-users"
+
     def channel_of_topic(self, topic: str) -> int | None:
         """The channel id of a ``channel_topic`` name, or None for any other name."""
         head = f"{self.prefix}{{ch:"
@@ -140,6 +153,10 @@ class Keys:
     @property
     def active_channels(self) -> str:
         return f"{self.prefix}active-channels"
+
+    @property
+    def members_due(self) -> str:
+        return f"{self.prefix}members-due"
 
     @property
     def online_conns(self) -> str:
