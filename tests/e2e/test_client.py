@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -26,6 +29,7 @@ from justchat.client import (
 )
 from justchat.stack import Stack, StackConfig
 
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Secret-pass1"
 IDLE_S = 12.0  # longer than recv()'s default 10 s timeout, which events() must not have
 
@@ -93,6 +97,39 @@ async def test_login_reports_an_unreachable_api() -> None:
     with pytest.raises(RequestFailed) as caught:
         await login("http://127.0.0.1:9/api/v1", "someone", PASSWORD, timeout_s=2)
     assert caught.value.status == 0 and "cannot reach" in caught.value.detail
+
+
+async def test_the_readme_client_script_runs_as_written(stack: Stack, tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"```python\n(.*?)```", readme[readme.index("## Quick start") :], re.S)
+    assert found, "the quick start has no Python script"
+    script = found.group(1)
+    # Only the addresses (make run's defaults) and the account change.
+    api_default = '"http://127.0.0.1:8000/api/v1"'
+    gateways_default = '["ws://127.0.0.1:8100/ws", "ws://127.0.0.1:8101/ws"]'
+    account = '"alice", "Secret-pass1"'
+    for expected in (api_default, gateways_default, account):
+        assert expected in script, expected
+    username = f"r{secrets.token_hex(5)}"
+    await signup(f"{stack.api_url}/api/v1", username, PASSWORD)
+    path = tmp_path / "hello.py"
+    path.write_text(
+        script.replace(api_default, repr(f"{stack.api_url}/api/v1"))
+        .replace(gateways_default, repr(stack.gateway_urls))
+        .replace(account, f"{username!r}, {PASSWORD!r}")
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    lines = out.decode().splitlines()
+    assert process.returncode == 0, lines
+    seq = int(lines[-2].split()[1])  # channel 1 may hold other tests' messages
+    assert lines[-2] == f"#1 {seq} {username}: hello", lines
+    assert lines[-1] == f"the last {min(10, seq)} messages; more before them: {seq > 10}", lines
 
 
 # -- reading --------------------------------------------------------------------------------------
