@@ -362,7 +362,7 @@ class Client:
         if policy is None:
             raise RuntimeError("_reopen without a Reconnect policy")
         log.info("connection lost (%s %s); reconnecting", self.ws.close_code, self.ws.close_reason)
-        while True:
+        while not self._closing:  # close() meanwhile: the reader sees the old socket closed
             if policy.max_attempts is not None and self._attempt >= policy.max_attempts:
                 raise Disconnected(
                     f"gave up after {self._attempt} reconnect attempts",
@@ -370,6 +370,8 @@ class Client:
                     reason=self.ws.close_reason or "",
                 )
             await asyncio.sleep(policy.delay_s(self._attempt))
+            if self._closing:
+                return
             self._attempt += 1
             self._url_index = (self._url_index + 1) % len(self._urls)
             url = self._urls[self._url_index]
@@ -378,6 +380,9 @@ class Client:
             except (OSError, TimeoutError, Disconnected, InvalidHandshake, InvalidURI) as exc:
                 log.info("reconnect attempt %d to %s failed: %s", self._attempt, url, exc)
                 continue
+            if self._closing:
+                await close_quietly(ws)
+                return
             try:
                 await self._rejoin(ws)
             except ConnectionClosed:

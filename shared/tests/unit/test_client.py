@@ -422,3 +422,18 @@ def test_a_client_that_reconnects_needs_urls() -> None:
 async def test_login_refuses_urls_that_are_not_http() -> None:
     with pytest.raises(RequestFailed, match="not an http"):
         await login("file:///etc/passwd", "a", "b")
+
+
+async def test_close_during_a_reconnect_ends_events_and_opens_nothing(opener) -> None:
+    first, second = FakeSocket(), FakeSocket()
+    fake = opener(OSError("refused"), second)
+    chat = make_client(first, Reconnect(initial_delay_s=0.2, max_delay_s=0.2))
+    first.die()
+    events = chat.events()
+    reading = asyncio.ensure_future(anext(events))
+    while not fake.urls:  # the first attempt failed; the second waits its backoff
+        await asyncio.sleep(0.01)
+    await chat.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(reading, 5)
+    assert fake.urls == ["ws://gw1/ws"] and chat.ws is first  # type: ignore[comparison-overlap]
