@@ -12,7 +12,6 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, OpenAPI, Operation, SecurityScheme
 from litestar.types import Method
 
@@ -42,6 +41,7 @@ from dashboard_service.routes import (
 )
 from dashboard_service.rules import InvalidInput, check_password, clean_username
 from dashboard_service.store import UserStore
+from dashboard_service.swagger import OfflineSwagger
 from justchat import db
 from justchat.errors import ConfigError
 from justchat.keys import Keys
@@ -133,7 +133,8 @@ def create_app(settings: Settings, *, moderation_wait_s: float = DEFAULT_WAIT_S)
                     BEARER: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
                 }
             ),
-            render_plugins=[SwaggerRenderPlugin(path="/")],
+            # Its scripts and style are served here too: the page works without internet.
+            render_plugins=[OfflineSwagger(DOCS_PATH)],
         ),
         request_max_body_size=MAX_BODY_BYTES,
         # uvicorn's process logging is set up by justchat.logs; Litestar must not replace it.
