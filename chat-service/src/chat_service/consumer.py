@@ -2,8 +2,9 @@
 
 The stream mechanics (leases, pending take-over, XACK after commit, dead letters) live in
 ``justchat.streams``; this module only says what each command does. Consecutive sends are
-stored in one transaction, then published in seq order. A replayed batch finds its rows already
-stored and publishes the same messages with the same seq again, which gateways drop.
+stored together (``ChatStore.store_messages``), then published in seq order in one round trip
+(``chat_service.publisher``). A replayed batch finds its rows already stored and publishes the
+same messages with the same seq again, which gateways drop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import redis.asyncio as aioredis
 
 from chat_service import frames
 from chat_service.moderation import Moderation, Refused
-from chat_service.store import ChatStore, StoredMessage
+from chat_service.publisher import Publisher
+from chat_service.store import ChatStore
 from justchat import events, wire
 from justchat.events import (
     ChatCommand,
@@ -52,6 +54,7 @@ class CommandProcessor:
     ) -> None:
         self.store, self.redis, self.keys, self.settings = store, redis, keys, settings
         self.moderation = moderation
+        self.publisher = Publisher(redis, keys, settings.recent_window)
         self.stored = registry.counter("messages_stored", "messages written to PostgreSQL")
         self.published = registry.counter("messages_published", "messages published to channels")
         self.resumes = registry.counter("resumes", "channel_join with since_seq, by source")
@@ -96,37 +99,13 @@ class CommandProcessor:
     async def send(self, sends: list[SendCmd]) -> None:
         stored = await self.store.store_messages(sends)
         self.stored.inc(sum(1 for m in stored if not m.replayed))
-        await self.publish(stored)
         # A repeated client_msg_id is answered with the original message, to the sender alone.
-        for cmd, msg in zip(sends, stored, strict=True):
-            if msg.replayed and str(msg.id) != cmd.msg_id:
-                await self.direct(cmd.origin, [frames.message_frame(msg)])
-
-    async def publish(self, messages: list[StoredMessage]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for m in messages:
-                frame = frames.message_frame(m)
-                if self.settings.recent_window:
-                    # The entry id is the seq, so a resume reads exactly the entries after it.
-                    # A replay's XADD fails (the id is not above the top): it is there already.
-                    pipe.xadd(
-                        self.keys.channel_recent(m.channel_id),
-                        {"frame": frame},
-                        id=f"{m.seq}-1",
-                        maxlen=self.settings.recent_window,
-                        approximate=True,
-                    )
-                pipe.publish(
-                    self.keys.channel_topic(m.channel_id),
-                    events.encode(events.ChannelEvent(seq=m.seq, frame=frame)),
-                )
-                # A message ends its sender's typing: the next keystroke is announced at once.
-                pipe.delete(self.keys.channel_typing(m.channel_id, m.sender_username))
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception) and "equal or smaller" not in str(reply):
-                raise reply
-        self.published.inc(len(messages))
+        answers = [
+            self._direct_event(cmd.origin, [frames.message_frame(msg)])
+            for cmd, msg in zip(sends, stored, strict=True)
+            if msg.replayed and str(msg.id) != cmd.msg_id
+        ]
+        self.published.inc(await self.publisher.publish(stored, answers))
 
     async def moderate(self, cmd: ModerateCmd) -> None:
         try:
@@ -239,7 +218,21 @@ class CommandProcessor:
         ok: bool = True,
         last_seq: int = 0,
     ) -> None:
+        await self.redis.publish(
+            *self._direct_event(origin, out, request_id=request_id, ok=ok, last_seq=last_seq)
+        )
+
+    def _direct_event(
+        self,
+        origin: Origin,
+        out: list[bytes],
+        *,
+        request_id: str | None = None,
+        ok: bool = True,
+        last_seq: int = 0,
+    ) -> tuple[str, bytes]:
+        """The inbox topic and payload that carry ``out`` to one connection."""
         event = Direct(
             conn=origin.conn, frames=out, request_id=request_id, ok=ok, last_seq=last_seq
         )
-        await self.redis.publish(self.keys.gateway_inbox(origin.gateway), events.encode(event))
+        return self.keys.gateway_inbox(origin.gateway), events.encode(event)

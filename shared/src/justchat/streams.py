@@ -4,7 +4,10 @@ A service's replicas share P partition streams through leases (``justchat.leases
 a partition first takes over whatever the previous owner read but did not acknowledge, in stream
 order, then reads new entries. A batch is handed to the ``Handler``; the entries are acknowledged
 (XACK) only when it returns, so a crash anywhere before that means the batch is delivered again
-and the handler must be idempotent.
+and the handler must be idempotent. The XACK travels in the same pipeline as the next read, so
+a batch costs one Redis round trip besides the handler's own: under load the next batch is
+already waiting, and when idle the read returns as soon as an entry arrives (batches grow with
+the load and never wait to fill).
 
 Failures: while PostgreSQL or Redis is unreachable the batch is retried with backoff and stays
 pending, so nothing is lost. A command that fails on its own (bad data) is given to
@@ -24,6 +27,7 @@ from typing import Final, Generic, Protocol, TypeVar, cast
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from justchat import events
@@ -74,6 +78,7 @@ class PartitionWorker(Generic[C]):
         self.redis, self.stream, self.group, self.consumer = redis, stream, group, consumer
         self.dead_letters, self.decoder, self.handler = dead_letters, decoder, handler
         self.dead_count = dead_count
+        self._done: list[bytes] = []  # entries handled, to acknowledge with the next request
 
     async def run(self) -> None:
         backoff = 0.1
@@ -100,9 +105,11 @@ class PartitionWorker(Generic[C]):
     async def _drain_pending(self) -> None:
         """Take over every entry read but not acknowledged by anyone, oldest first."""
         while True:
-            pending = await self.redis.xpending_range(
-                self.stream, self.group, min="-", max="+", count=BATCH
-            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._ack_done(pipe)
+                pipe.xpending_range(self.stream, self.group, min="-", max="+", count=BATCH)
+                *_, pending = await pipe.execute()
+            self._done = []
             if not pending:
                 return
             ids = [cast(bytes, p["message_id"]) for p in pending]
@@ -112,19 +119,31 @@ class PartitionWorker(Generic[C]):
                 (entry_id, fields) for entry_id, fields in cast(list[Entry], reply) if fields
             ]
             present = {entry_id for entry_id, _ in claimed}
-            gone = [i for i in ids if i not in present]  # trimmed away: nothing left to do
-            if gone:
-                await self.redis.xack(self.stream, self.group, *gone)
+            # Trimmed away: nothing left to do but acknowledge them (with the next request).
+            self._done.extend(i for i in ids if i not in present)
             if claimed:
                 log.info("%s: took over %s pending entries", self.stream, len(claimed))
                 await self._process(claimed)
 
     async def _read_new(self) -> None:
-        reply = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=BATCH, block=BLOCK_MS
-        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._ack_done(pipe)
+            pipe.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=BATCH, block=BLOCK_MS
+            )
+            *_, reply = await pipe.execute()
+        self._done = []
         for _, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
             await self._process(entries)
+
+    def _ack_done(self, pipe: Pipeline) -> None:
+        """Acknowledge the entries handled so far in ``pipe``, ahead of its next request.
+
+        They stay in ``_done`` until the pipeline succeeds: XACK is idempotent, and an entry
+        whose acknowledgement was lost would otherwise be taken over and handled again.
+        """
+        if self._done:
+            pipe.xack(self.stream, self.group, *self._done)
 
     async def _process(self, entries: list[Entry]) -> None:
         decoded: list[tuple[bytes, C]] = []
@@ -140,8 +159,7 @@ class PartitionWorker(Generic[C]):
         except Exception as exc:
             log.warning("%s: batch failed (%r); isolating the culprit", self.stream, exc)
             await self._one_by_one(decoded)
-        if entries:
-            await self.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        self._done.extend(entry_id for entry_id, _ in entries)
 
     async def _one_by_one(self, decoded: list[tuple[bytes, C]]) -> None:
         for entry_id, command in decoded:
