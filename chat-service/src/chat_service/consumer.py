@@ -9,9 +9,11 @@ same messages with the same seq again, which gateways drop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final, cast
 
 import msgspec
 import redis.asyncio as aioredis
@@ -36,6 +38,7 @@ from justchat.events import (
 from justchat.keys import Keys
 from justchat.metrics import Registry
 from justchat.settings import Settings
+from justchat.streams import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +63,43 @@ class CommandProcessor:
         self.resumes = registry.counter("resumes", "channel_join with since_seq, by source")
 
     async def handle(self, commands: list[ChatCommand]) -> None:
-        sends: list[SendCmd] = []
+        """Apply a batch in order. Consecutive sends are stored and published together;
+        consecutive joins and history pages (reads, each answered to its own connection) run
+        concurrently; everything else runs one at a time."""
+        run: list[ChatCommand] = []
         for command in commands:
-            if isinstance(command, SendCmd):
-                sends.append(command)
-                continue
-            if sends:
-                await self.send(sends)
-                sends = []
-            match command:
-                case JoinCmd():
-                    await self.join(command)
-                case GuestCmd():
-                    await self.store.create_guest(command.username)
-                case SyncCmd():
-                    await self.sync(command)
-                case ModerateCmd():
-                    await self.moderate(command)
-                case ReactCmd():
-                    await self.react(command)
-                case HistoryCmd():
-                    await self.history(command)
-        if sends:
-            await self.send(sends)
+            if run and _kind(command) != _kind(run[0]):
+                await self._apply(run)
+                run = []
+            run.append(command)
+        if run:
+            await self._apply(run)
+
+    async def _apply(self, run: list[ChatCommand]) -> None:
+        if isinstance(run[0], SendCmd):
+            await self.send(cast(list[SendCmd], run))
+        elif len(run) > 1 and _kind(run[0]) == _READ:
+            await _together([self._one(command) for command in run])
+        else:
+            for command in run:
+                await self._one(command)
+
+    async def _one(self, command: ChatCommand) -> None:
+        match command:
+            case SendCmd():
+                await self.send([command])
+            case JoinCmd():
+                await self.join(command)
+            case GuestCmd():
+                await self.store.create_guest(command.username)
+            case SyncCmd():
+                await self.sync(command)
+            case ModerateCmd():
+                await self.moderate(command)
+            case ReactCmd():
+                await self.react(command)
+            case HistoryCmd():
+                await self.history(command)
 
     async def fail(self, command: ChatCommand, error: Exception) -> None:
         match command:
@@ -236,3 +253,26 @@ class CommandProcessor:
             conn=origin.conn, frames=out, request_id=request_id, ok=ok, last_seq=last_seq
         )
         return self.keys.gateway_inbox(origin.gateway), events.encode(event)
+
+
+_SEND, _READ, _OTHER = "send", "read", "other"
+
+
+def _kind(command: ChatCommand) -> str:
+    if isinstance(command, SendCmd):
+        return _SEND
+    if isinstance(command, JoinCmd | HistoryCmd):
+        return _READ
+    return _OTHER
+
+
+async def _together(calls: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``calls`` concurrently, all to completion; then raise the first failure, an outage
+    (``TRANSIENT``, so the batch is retried) before any other error."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    for error in errors:
+        if isinstance(error, TRANSIENT) or not isinstance(error, Exception):
+            raise error
+    if errors:
+        raise errors[0]

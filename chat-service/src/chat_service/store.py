@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from typing import Final
 
 import asyncpg
 import msgspec
@@ -93,6 +94,8 @@ SELECT id, last_seq, now() AS created_at, (SELECT count(*) FROM inserted) AS ins
 FROM reserved
 """
 
+GUEST_CACHE_SIZE: Final = 100_000
+
 # Attempts at a batch that races a concurrent writer of the same rows (each attempt sees more
 # of them stored, so a second one normally succeeds).
 _STORE_ATTEMPTS = 3
@@ -101,6 +104,10 @@ _STORE_ATTEMPTS = 3
 class ChatStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # Guests' ids by name, so that their sends need no lookup: names are never reused
+        # (a counter hands them out) and ids never change. Cleared when full, and when an
+        # insert finds a cached guest deleted.
+        self.guest_ids: dict[str, int] = {}
 
     async def ensure_channel(self, channel_id: int) -> int:
         """Create the channel if it is new; return its last seq."""
@@ -124,7 +131,12 @@ class ChatStore:
         async with self.pool.acquire() as conn:
             while True:
                 try:
-                    return await _store_batch(conn, sends)
+                    return await _store_batch(conn, sends, self.guest_ids)
+                except asyncpg.ForeignKeyViolationError:
+                    if attempt == _STORE_ATTEMPTS or not self.guest_ids:
+                        raise
+                    attempt += 1
+                    self.guest_ids.clear()
                 except asyncpg.UniqueViolationError:
                     if attempt == _STORE_ATTEMPTS:
                         raise
@@ -255,6 +267,7 @@ class BatchPlan(Struct, kw_only=True):
     """
 
     new: list[SendCmd]
+    new_ids: list[uuid.UUID]  # the ids of ``new``, parsed
     answers: list[StoredMessage | int]
 
 
@@ -270,6 +283,7 @@ def plan_batch(
         if m.client_msg_id is not None
     }
     new: list[SendCmd] = []
+    new_ids: list[uuid.UUID] = []
     new_by_id: dict[uuid.UUID, int] = {}
     new_by_key: dict[_Key, int] = {}
     answers: list[StoredMessage | int] = []
@@ -285,14 +299,17 @@ def plan_batch(
         if index is None:
             index = len(new)
             new.append(send)
+            new_ids.append(msg_id)
             new_by_id[msg_id] = index
             if key is not None:
                 new_by_key[key] = index
         answers.append(index)
-    return BatchPlan(new=new, answers=answers)
+    return BatchPlan(new=new, new_ids=new_ids, answers=answers)
 
 
-async def _store_batch(conn: asyncpg.Connection, sends: list[SendCmd]) -> list[StoredMessage]:
+async def _store_batch(
+    conn: asyncpg.Connection, sends: list[SendCmd], guest_ids: dict[str, int]
+) -> list[StoredMessage]:
     ids = [uuid.UUID(s.msg_id) for s in sends]
     keyed = [s for s in sends if s.client_msg_id is not None]
     rows = await conn.fetch(
@@ -303,21 +320,25 @@ async def _store_batch(conn: asyncpg.Connection, sends: list[SendCmd]) -> list[S
         [s.client_msg_id for s in keyed],
     )
     plan = plan_batch(sends, ids, [StoredMessage(**dict(r), replayed=True) for r in rows])
-    created = await _insert_new(conn, plan.new) if plan.new else []
+    created = await _insert_new(conn, plan.new, plan.new_ids, guest_ids) if plan.new else []
     answers = []
-    for msg_id, answer in zip(ids, plan.answers, strict=True):
+    answered: set[int] = set()
+    for answer in plan.answers:
         if isinstance(answer, StoredMessage):
             answers.append(answer)
-        elif created[answer].id == msg_id:
+        elif answer not in answered:  # the send that stored it
+            answered.add(answer)
             answers.append(created[answer])
         else:  # repeats an earlier send of this batch
             answers.append(msgspec.structs.replace(created[answer], replayed=True))
     return answers
 
 
-async def _insert_new(conn: asyncpg.Connection, new: list[SendCmd]) -> list[StoredMessage]:
+async def _insert_new(
+    conn: asyncpg.Connection, new: list[SendCmd], ids: list[uuid.UUID], guest_ids: dict[str, int]
+) -> list[StoredMessage]:
     """Insert messages known not to be stored yet, with the next seqs of their channels."""
-    sender_ids = await _sender_ids(conn, new)
+    await _resolve_guests(conn, new, guest_ids)
     counts: dict[int, int] = {}
     for s in new:
         counts[s.channel_id] = counts.get(s.channel_id, 0) + 1
@@ -326,7 +347,6 @@ async def _insert_new(conn: asyncpg.Connection, new: list[SendCmd]) -> list[Stor
     for s in new:
         placed[s.channel_id] = placed.get(s.channel_id, 0) + 1
         back.append(counts[s.channel_id] - placed[s.channel_id])
-    ids = [uuid.UUID(s.msg_id) for s in new]
     rows = await conn.fetch(
         _INSERT_NEW,
         list(counts),
@@ -335,7 +355,7 @@ async def _insert_new(conn: asyncpg.Connection, new: list[SendCmd]) -> list[Stor
         [s.channel_id for s in new],
         back,
         [
-            sender_ids.get(s.actor.username) if s.actor.user_id is None else s.actor.user_id
+            guest_ids.get(s.actor.username) if s.actor.user_id is None else s.actor.user_id
             for s in new
         ],
         [s.actor.username for s in new],
@@ -362,17 +382,24 @@ async def _insert_new(conn: asyncpg.Connection, new: list[SendCmd]) -> list[Stor
     ]
 
 
-async def _sender_ids(conn: asyncpg.Connection, sends: list[SendCmd]) -> dict[str, int]:
-    """Ids of the senders the gateway knows by name only (guests), creating guests as needed."""
-    unknown = sorted({s.actor.username for s in sends if s.actor.user_id is None})
+async def _resolve_guests(
+    conn: asyncpg.Connection, sends: list[SendCmd], guest_ids: dict[str, int]
+) -> None:
+    """Add to ``guest_ids`` the senders the gateway knows by name only (guests), creating
+    guests as needed."""
+    unknown = sorted(
+        {s.actor.username for s in sends if s.actor.user_id is None} - guest_ids.keys()
+    )
     if not unknown:
-        return {}
-    guests = sorted({s.actor.username for s in sends if s.actor.is_guest})
+        return
+    guests = sorted({s.actor.username for s in sends if s.actor.is_guest} & set(unknown))
     found = {r["username"]: r["id"] for r in await conn.fetch(_GUEST_IDS, guests, unknown)}
     missing = [name for name in unknown if name not in found]
     if missing:  # inserted by a transaction that committed after this statement began
         found.update({r["username"]: r["id"] for r in await conn.fetch(_USER_IDS, missing)})
-    return found
+    if len(guest_ids) + len(found) > GUEST_CACHE_SIZE:
+        guest_ids.clear()
+    guest_ids.update(found)
 
 
 async def _with_reactions(
