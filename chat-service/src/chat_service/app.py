@@ -59,6 +59,8 @@ def create_app(settings: Settings) -> Starlette:
             decoder=events.chat_command_decoder,
             handler=processor,
             registry=registry,
+            # One lane: every partition's sends of a round are stored and published together.
+            lanes=1,
         )
         state.update(pool=pool, redis=redis, consumer=consumer)
         try:
