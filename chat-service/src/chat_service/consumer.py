@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from chat_service import frames
 from chat_service.moderation import Moderation, Refused
 from chat_service.publisher import Publisher
-from chat_service.store import ChatStore
+from chat_service.store import ChatStore, StoredMessage
 from justchat import events, wire
 from justchat.events import (
     ChatCommand,
@@ -78,8 +78,14 @@ class CommandProcessor:
     async def _apply(self, run: list[ChatCommand]) -> None:
         if isinstance(run[0], SendCmd):
             await self.send(cast(list[SendCmd], run))
-        elif len(run) > 1 and _kind(run[0]) == _READ:
-            await _together([self._one(command) for command in run])
+        elif _kind(run[0]) == _READ:
+            fresh = [c for c in run if isinstance(c, JoinCmd) and c.since_seq is None]
+            calls = [
+                self._one(c) for c in run if not (isinstance(c, JoinCmd) and c.since_seq is None)
+            ]
+            if fresh:
+                calls.append(self.join_fresh(fresh))
+            await _together(calls)
         else:
             for command in run:
                 await self._one(command)
@@ -158,7 +164,39 @@ class CommandProcessor:
         messages, has_more = await self.store.page(cmd.channel_id, cmd.before_seq, cmd.limit)
         await self.direct(cmd.origin, [frames.history_frame(cmd.channel_id, messages, has_more)])
 
+    async def join_fresh(self, cmds: list[JoinCmd]) -> None:
+        """Joins without ``since_seq``, together: each channel's history is read and encoded
+        once, and all the answers (and the ``channels`` set) go out in one pipeline."""
+        pairs = sorted({(c.channel_id, c.actor.username) for c in cmds})
+        flags = await asyncio.gather(*(self.moderation.store.is_banned(*p) for p in pairs))
+        banned = {p for p, flag in zip(pairs, flags, strict=True) if flag}
+        channel_ids = sorted(
+            {c.channel_id for c in cmds if (c.channel_id, c.actor.username) not in banned}
+        )
+        views: dict[int, tuple[list[StoredMessage], int]] = {}
+        if channel_ids:
+            await self.store.ensure_channels(channel_ids)
+            views = await self.store.last_messages_of(channel_ids, self.settings.history_limit)
+        history = {c: [frames.message_frame(m) for m in view[0]] for c, view in views.items()}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if channel_ids:
+                pipe.sadd(self.keys.channels, *channel_ids)
+            for cmd in cmds:
+                if (cmd.channel_id, cmd.actor.username) in banned:
+                    out, ok, last_seq = [wire.error_frame(wire.ERR_BANNED)], False, 0
+                else:
+                    out, ok, last_seq = history[cmd.channel_id], True, views[cmd.channel_id][1]
+                pipe.publish(
+                    *self._direct_event(
+                        cmd.origin, out, request_id=cmd.request_id, ok=ok, last_seq=last_seq
+                    )
+                )
+            await pipe.execute()
+
     async def join(self, cmd: JoinCmd) -> None:
+        if cmd.since_seq is None:
+            await self.join_fresh([cmd])
+            return
         if await self.moderation.store.is_banned(cmd.channel_id, cmd.actor.username):
             await self.direct(
                 cmd.origin, [wire.error_frame(wire.ERR_BANNED)], request_id=cmd.request_id, ok=False
@@ -166,12 +204,7 @@ class CommandProcessor:
             return
         await self.store.ensure_channel(cmd.channel_id)
         await self.redis.sadd(self.keys.channels, cmd.channel_id)
-        if cmd.since_seq is None:
-            history, last_seq = await self.store.last_messages(
-                cmd.channel_id, self.settings.history_limit
-            )
-            out = [frames.message_frame(m) for m in history]
-        elif (window := await self._from_window(cmd.channel_id, cmd.since_seq)) is not None:
+        if (window := await self._from_window(cmd.channel_id, cmd.since_seq)) is not None:
             out, last_seq = window
             self.resumes.inc(source="window")
             out.append(frames.resumed_frame(cmd.channel_id, True, last_seq))

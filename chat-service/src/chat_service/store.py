@@ -44,7 +44,21 @@ _COLUMNS = (
 # insert every new row in one statement. That last one is atomic: if a concurrent writer (a stale
 # owner, a replay) stored one of the rows first, a unique constraint fails it whole, its seq
 # reservation included, and the batch is looked up again; so the order can never fork or gap.
-_M_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))
+_FIELDS = tuple(c.strip() for c in _COLUMNS.split(","))
+
+# Several channels' last messages, newest first per channel, each row with its channel's
+# last_seq (a channel without messages gives one row of NULL message columns).
+_LAST_MESSAGES_OF = f"""
+SELECT c.id AS channel, c.last_seq, m.*
+FROM channels c
+LEFT JOIN LATERAL (
+    SELECT {_COLUMNS} FROM messages WHERE channel_id = c.id ORDER BY seq DESC LIMIT $2
+) m ON true
+WHERE c.id = ANY($1::int[])
+ORDER BY c.id, m.seq DESC
+"""
+
+_M_COLUMNS = ", ".join(f"m.{c}" for c in _FIELDS)
 _FIND_STORED = f"""
 SELECT {_COLUMNS} FROM messages WHERE id = ANY($1::uuid[])
 UNION ALL
@@ -156,6 +170,37 @@ class ChatStore:
             )
             messages = await _with_reactions(conn, list(reversed(rows)))
         return messages, int(last_seq or 0)
+
+    async def last_messages_of(
+        self, channel_ids: list[int], limit: int
+    ) -> dict[int, tuple[list[StoredMessage], int]]:
+        """``last_messages`` of several channels at once: each channel's last ``limit``
+        messages, oldest first, with reactions, and its last seq. The messages and last seqs
+        come from one statement, so they agree (one snapshot)."""
+        out: dict[int, tuple[list[StoredMessage], int]] = {c: ([], 0) for c in channel_ids}
+        if not channel_ids:
+            return out
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_LAST_MESSAGES_OF, channel_ids, limit)
+            summary = await _reactions(conn, [r["id"] for r in rows if r["id"] is not None])
+        for r in reversed(rows):  # newest first per channel: reversed is oldest first
+            messages, _ = out[r["channel"]]
+            out[r["channel"]] = (messages, int(r["last_seq"]))
+            if r["id"] is not None:
+                messages.append(
+                    StoredMessage(
+                        **{name: r[name] for name in _FIELDS}, reactions=summary.get(r["id"], [])
+                    )
+                )
+        return out
+
+    async def ensure_channels(self, channel_ids: list[int]) -> None:
+        """Create those of the channels that are new (in id order: no deadlock with a batch)."""
+        await self.pool.execute(
+            "INSERT INTO channels (id) SELECT unnest($1::int[]) ORDER BY 1"
+            " ON CONFLICT (id) DO NOTHING",
+            sorted(channel_ids),
+        )
 
     async def page(
         self, channel_id: int, before_seq: int | None, limit: int

@@ -728,3 +728,33 @@ async def test_a_batch_costs_the_same_statements_whatever_its_size(
 
 def _key(cmd: SendCmd) -> tuple[int, str, str | None]:
     return (cmd.channel_id, cmd.actor.username, cmd.client_msg_id)
+
+
+async def test_last_messages_of_several_channels_at_once(
+    store: ChatStore, pool: asyncpg.Pool, alice: Actor, bob: Actor
+) -> None:
+    busy, quiet, empty, unknown = (next(_channel_ids) for _ in range(4))
+    await store.store_messages(
+        [send(busy, alice if i % 2 else bob, f"b{i}") for i in range(1, 8)]
+        + [send(quiet, alice, "only")]
+    )
+    await store.ensure_channels([empty, busy])
+    (first_busy,) = [m for m in (await store.last_messages(busy, 50))[0] if m.seq == 5]
+    await store.react(
+        message_id=first_busy.id, channel_id=busy, username=bob.username, emote="👍", add=True
+    )
+    views = await store.last_messages_of([busy, quiet, empty, unknown], 3)
+    assert set(views) == {busy, quiet, empty, unknown}
+    assert views[busy] == await store.last_messages(busy, 3)
+    messages, last_seq = views[busy]
+    assert [(m.seq, m.content) for m in messages] == [(5, "b5"), (6, "b6"), (7, "b7")]
+    assert last_seq == 7
+    assert [r.emote for r in messages[0].reactions or []] == ["👍"]
+    assert messages[1].reactions == []
+    assert views[quiet] == await store.last_messages(quiet, 3)
+    assert [m.content for m in views[quiet][0]] == ["only"]
+    assert views[empty] == ([], 0)
+    assert views[unknown] == ([], 0)
+    assert await last_seq_of(pool, empty) == 0  # created
+    assert await last_seq_of(pool, unknown) is None  # only read: not created
+    assert await store.last_messages_of([], 3) == {}
