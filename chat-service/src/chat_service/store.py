@@ -39,11 +39,6 @@ _COLUMNS = (
     "id, channel_id, seq, sender_username, sender_is_guest, content, client_msg_id, created_at"
 )
 
-# A batch is stored with three statements whatever its size (two without new guests' sends):
-# find the rows already stored, resolve guests' ids, then reserve each channel's seq range and
-# insert every new row in one statement. That last one is atomic: if a concurrent writer (a stale
-# owner, a replay) stored one of the rows first, a unique constraint fails it whole, its seq
-# reservation included, and the batch is looked up again; so the order can never fork or gap.
 _FIELDS = tuple(c.strip() for c in _COLUMNS.split(","))
 
 # Several channels' last messages, newest first per channel, each row with its channel's
@@ -58,6 +53,11 @@ WHERE c.id = ANY($1::int[])
 ORDER BY c.id, m.seq DESC
 """
 
+# A batch is stored with three statements whatever its size (two once its guests' ids are known):
+# find the rows already stored, resolve guests' ids, then reserve each channel's seq range and
+# insert every new row in one statement. That last one is atomic: if a concurrent writer (a stale
+# owner, a replay) stored one of the rows first, a unique constraint fails it whole, its seq
+# reservation included, and the batch is looked up again; so the order can never fork or gap.
 _M_COLUMNS = ", ".join(f"m.{c}" for c in _FIELDS)
 _FIND_STORED = f"""
 SELECT {_COLUMNS} FROM messages WHERE id = ANY($1::uuid[])
