@@ -36,12 +36,14 @@ class Recorder:
         if self.outages:
             self.outages -= 1
             raise RedisConnectionError("simulated outage")
-        if any(c.username == "poison" for c in commands):
+        if any(c.username in ("poison", "poison-twice") for c in commands):
             raise ValueError("poison")
         self.batches.append([c.username for c in commands])
 
     async def fail(self, command: GuestCmd, error: Exception) -> None:
         self.failed.append(command.username)
+        if command.username == "poison-twice":
+            raise RuntimeError("cannot even tell anyone")
 
 
 @pytest.fixture
@@ -199,3 +201,23 @@ async def test_a_removed_stream_is_no_longer_read(redis: aioredis.Redis, prefix:
         await eventually("mine-2", lambda: "mine-2" in handler.handled)
         assert "not-mine" not in handler.handled
         assert worker.reading == [kept]
+
+
+async def test_a_failure_to_report_a_bad_command_does_not_stop_the_lane(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    streams = [f"{prefix}cmd:0", f"{prefix}cmd:1"]
+    handler = Recorder()
+    async with running(redis, prefix, handler) as worker:
+        for stream in streams:
+            worker.add(stream)
+        await eventually("both read", lambda: len(worker.reading) == 2)
+        await put(redis, streams[0], "ok-1", "poison-twice", "ok-2")
+        await eventually("ok-2", lambda: "ok-2" in handler.handled)
+        await put(redis, streams[1], "ok-3")
+        await eventually("ok-3", lambda: "ok-3" in handler.handled)
+        assert handler.failed == ["poison-twice"]
+        assert len(await redis.xrange(f"{prefix}dead")) == 1
+        await put(redis, streams[0], "ok-4")
+        await eventually("ok-4", lambda: "ok-4" in handler.handled)
+        assert [await pending(redis, s) for s in streams] == [0, 0]

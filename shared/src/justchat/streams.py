@@ -110,8 +110,11 @@ class PartitionWorker(Generic[C]):
                         await self._take_over(self.joining[0])
                     await self._read_new()
                     backoff = 0.1
-            except TRANSIENT as exc:
-                log.warning("%s: %r; retrying in %.1fs", self.group, exc, backoff)
+            except Exception as exc:
+                if isinstance(exc, TRANSIENT):
+                    log.warning("%s: %r; retrying in %.1fs", self.group, exc, backoff)
+                else:  # a bug: keep the lane (and its partitions' other commands) going
+                    log.exception("%s: unexpected error; retrying in %.1fs", self.group, backoff)
                 # What was read but not acknowledged is pending again: take it over first.
                 self.joining = [*self.reading, *(s for s in self.joining if s not in self.reading)]
                 self.reading = []
@@ -230,7 +233,12 @@ class PartitionWorker(Generic[C]):
                 raise
             except Exception as exc:
                 await self._dead_letter(stream, entry_id, events.encode(command), exc)
-                await self.handler.fail(command, exc)
+                try:
+                    await self.handler.fail(command, exc)
+                except TRANSIENT:
+                    raise
+                except Exception:  # it is dead-lettered: the partition must go on
+                    log.exception("%s: telling about entry %s failed", stream, entry_id.decode())
 
     async def _dead_letter(
         self, stream: str, entry_id: bytes, raw: bytes, error: Exception
