@@ -634,12 +634,12 @@ async def test_a_writer_that_loses_the_race_finds_the_rows_stored(
     on the unique id (its seq reservation undone), and it answers with the winner's rows."""
     await store.ensure_channel(channel)
     batch = [send(channel, alice, f"m{i}") for i in range(5)]
+    caplog.set_level(logging.INFO, logger="chat_service.store")
     async with pool.acquire() as blocker, blocker.transaction():
         await blocker.execute("SELECT 1 FROM channels WHERE id = $1 FOR UPDATE", channel)
         writers = [asyncio.create_task(store.store_messages(batch)) for _ in range(2)]
         await _until_waiting_for_locks(pool, 2)
-    with caplog.at_level(logging.INFO, logger="chat_service.store"):
-        first, second = await asyncio.gather(*writers)
+    first, second = await asyncio.gather(*writers)
     assert [m.seq for m in first] == [m.seq for m in second] == [1, 2, 3, 4, 5]
     assert sorted([first[0].replayed, second[0].replayed]) == [False, True]
     assert len({m.replayed for m in first}) == len({m.replayed for m in second}) == 1
