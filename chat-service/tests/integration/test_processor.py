@@ -75,6 +75,13 @@ class Inbox:
 
     async def __aenter__(self) -> Inbox:
         await self.pubsub.subscribe(*self.topics)
+        # Wait for Redis to confirm each subscription: only then is a publish sure to arrive.
+        confirmed = 0
+        while confirmed < len(self.topics):
+            msg = await self.pubsub.get_message(timeout=5)
+            if msg is None:
+                raise AssertionError(f"subscriptions not confirmed: {self.topics}")
+            confirmed += msg["type"] == "subscribe"
         return self
 
     async def __aexit__(self, *_: object) -> None:
