@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import asyncpg
 from starlette.applications import Starlette
 
 from chat_service.consumer import CommandProcessor
@@ -41,7 +42,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         keys = Keys(settings.redis_prefix)
-        pool = await db.create_pool(settings.database_url)
+        pool = await db.create_pool(settings.database_url, reset=_keep_session)
         redis = redis_client(settings.redis_url)
         store = ChatStore(pool)
         moderation = Moderation(SanctionStore(pool), redis, keys)
@@ -58,6 +59,8 @@ def create_app(settings: Settings) -> Starlette:
             decoder=events.chat_command_decoder,
             handler=processor,
             registry=registry,
+            # One lane: every partition's sends of a round are stored and published together.
+            lanes=1,
         )
         state.update(pool=pool, redis=redis, consumer=consumer)
         try:
@@ -76,6 +79,12 @@ def create_app(settings: Settings) -> Starlette:
         return {"partitions": sorted(state["consumer"].leases.owned)}
 
     return Starlette(routes=ops_routes(registry, health), lifespan=lifespan)
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query when a connection goes back to the pool: chat-service sets no
+    session state (no SET, LISTEN, cursors or session locks), so it would cost a round trip per
+    query for nothing. Open transactions are still rolled back by asyncpg itself."""
 
 
 async def _seed_redis(store: ChatStore, moderation: Moderation, redis: Any, keys: Keys) -> None:

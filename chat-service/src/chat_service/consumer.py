@@ -2,21 +2,25 @@
 
 The stream mechanics (leases, pending take-over, XACK after commit, dead letters) live in
 ``justchat.streams``; this module only says what each command does. Consecutive sends are
-stored in one transaction, then published in seq order. A replayed batch finds its rows already
-stored and publishes the same messages with the same seq again, which gateways drop.
+stored together (``ChatStore.store_messages``), then published in seq order in one round trip
+(``chat_service.publisher``). A replayed batch finds its rows already stored and publishes the
+same messages with the same seq again, which gateways drop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final, cast
 
 import msgspec
 import redis.asyncio as aioredis
 
 from chat_service import frames
 from chat_service.moderation import Moderation, Refused, applied
+from chat_service.publisher import Publisher
 from chat_service.store import ChatStore, StoredMessage
 from justchat import events, wire
 from justchat.events import (
@@ -34,6 +38,7 @@ from justchat.events import (
 from justchat.keys import Keys
 from justchat.metrics import Registry
 from justchat.settings import Settings
+from justchat.streams import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -52,34 +57,55 @@ class CommandProcessor:
     ) -> None:
         self.store, self.redis, self.keys, self.settings = store, redis, keys, settings
         self.moderation = moderation
+        self.publisher = Publisher(redis, keys, settings.recent_window)
         self.stored = registry.counter("messages_stored", "messages written to PostgreSQL")
         self.published = registry.counter("messages_published", "messages published to channels")
         self.resumes = registry.counter("resumes", "channel_join with since_seq, by source")
 
     async def handle(self, commands: list[ChatCommand]) -> None:
-        sends: list[SendCmd] = []
+        """Apply a batch in order. Consecutive sends are stored and published together;
+        consecutive joins and history pages (reads, each answered to its own connection) run
+        concurrently; everything else runs one at a time."""
+        run: list[ChatCommand] = []
         for command in commands:
-            if isinstance(command, SendCmd):
-                sends.append(command)
-                continue
-            if sends:
-                await self.send(sends)
-                sends = []
-            match command:
-                case JoinCmd():
-                    await self.join(command)
-                case GuestCmd():
-                    await self.store.create_guest(command.username)
-                case SyncCmd():
-                    await self.sync(command)
-                case ModerateCmd():
-                    await self.moderate(command)
-                case ReactCmd():
-                    await self.react(command)
-                case HistoryCmd():
-                    await self.history(command)
-        if sends:
-            await self.send(sends)
+            if run and _kind(command) != _kind(run[0]):
+                await self._apply(run)
+                run = []
+            run.append(command)
+        if run:
+            await self._apply(run)
+
+    async def _apply(self, run: list[ChatCommand]) -> None:
+        if isinstance(run[0], SendCmd):
+            await self.send(cast(list[SendCmd], run))
+        elif _kind(run[0]) == _READ:
+            fresh = [c for c in run if isinstance(c, JoinCmd) and c.since_seq is None]
+            calls = [
+                self._one(c) for c in run if not (isinstance(c, JoinCmd) and c.since_seq is None)
+            ]
+            if fresh:
+                calls.append(self.join_fresh(fresh))
+            await _together(calls)
+        else:
+            for command in run:
+                await self._one(command)
+
+    async def _one(self, command: ChatCommand) -> None:
+        match command:
+            case SendCmd():
+                await self.send([command])
+            case JoinCmd():
+                await self.join(command)
+            case GuestCmd():
+                await self.store.create_guest(command.username)
+            case SyncCmd():
+                await self.sync(command)
+            case ModerateCmd():
+                await self.moderate(command)
+            case ReactCmd():
+                await self.react(command)
+            case HistoryCmd():
+                await self.history(command)
 
     async def fail(self, command: ChatCommand, error: Exception) -> None:
         match command:
@@ -96,37 +122,13 @@ class CommandProcessor:
     async def send(self, sends: list[SendCmd]) -> None:
         stored = await self.store.store_messages(sends)
         self.stored.inc(sum(1 for m in stored if not m.replayed))
-        await self.publish(stored)
         # A repeated client_msg_id is answered with the original message, to the sender alone.
-        for cmd, msg in zip(sends, stored, strict=True):
-            if msg.replayed and str(msg.id) != cmd.msg_id:
-                await self.direct(cmd.origin, [frames.message_frame(msg)])
-
-    async def publish(self, messages: list[StoredMessage]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for m in messages:
-                frame = frames.message_frame(m)
-                if self.settings.recent_window:
-                    # The entry id is the seq, so a resume reads exactly the entries after it.
-                    # A replay's XADD fails (the id is not above the top): it is there already.
-                    pipe.xadd(
-                        self.keys.channel_recent(m.channel_id),
-                        {"frame": frame},
-                        id=f"{m.seq}-1",
-                        maxlen=self.settings.recent_window,
-                        approximate=True,
-                    )
-                pipe.publish(
-                    self.keys.channel_topic(m.channel_id),
-                    events.encode(events.ChannelEvent(seq=m.seq, frame=frame)),
-                )
-                # A message ends its sender's typing: the next keystroke is announced at once.
-                pipe.delete(self.keys.channel_typing(m.channel_id, m.sender_username))
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception) and "equal or smaller" not in str(reply):
-                raise reply
-        self.published.inc(len(messages))
+        answers = [
+            self._direct_event(cmd.origin, [frames.message_frame(msg)])
+            for cmd, msg in zip(sends, stored, strict=True)
+            if msg.replayed and str(msg.id) != cmd.msg_id
+        ]
+        self.published.inc(await self.publisher.publish(stored, answers))
 
     async def moderate(self, cmd: ModerateCmd) -> None:
         # A refusal answers whoever sent the command: the moderator's connection (an error
@@ -167,7 +169,39 @@ class CommandProcessor:
         messages, has_more = await self.store.page(cmd.channel_id, cmd.before_seq, cmd.limit)
         await self.direct(cmd.origin, [frames.history_frame(cmd.channel_id, messages, has_more)])
 
+    async def join_fresh(self, cmds: list[JoinCmd]) -> None:
+        """Joins without ``since_seq``, together: each channel's history is read and encoded
+        once, and all the answers (and the ``channels`` set) go out in one pipeline."""
+        pairs = sorted({(c.channel_id, c.actor.username) for c in cmds})
+        flags = await asyncio.gather(*(self.moderation.store.is_banned(*p) for p in pairs))
+        banned = {p for p, flag in zip(pairs, flags, strict=True) if flag}
+        channel_ids = sorted(
+            {c.channel_id for c in cmds if (c.channel_id, c.actor.username) not in banned}
+        )
+        views: dict[int, tuple[list[StoredMessage], int]] = {}
+        if channel_ids:
+            await self.store.ensure_channels(channel_ids)
+            views = await self.store.last_messages_of(channel_ids, self.settings.history_limit)
+        history = {c: [frames.message_frame(m) for m in view[0]] for c, view in views.items()}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if channel_ids:
+                pipe.sadd(self.keys.channels, *channel_ids)
+            for cmd in cmds:
+                if (cmd.channel_id, cmd.actor.username) in banned:
+                    out, ok, last_seq = [wire.error_frame(wire.ERR_BANNED)], False, 0
+                else:
+                    out, ok, last_seq = history[cmd.channel_id], True, views[cmd.channel_id][1]
+                pipe.publish(
+                    *self._direct_event(
+                        cmd.origin, out, request_id=cmd.request_id, ok=ok, last_seq=last_seq
+                    )
+                )
+            await pipe.execute()
+
     async def join(self, cmd: JoinCmd) -> None:
+        if cmd.since_seq is None:
+            await self.join_fresh([cmd])
+            return
         if await self.moderation.store.is_banned(cmd.channel_id, cmd.actor.username):
             await self.direct(
                 cmd.origin, [wire.error_frame(wire.ERR_BANNED)], request_id=cmd.request_id, ok=False
@@ -175,12 +209,7 @@ class CommandProcessor:
             return
         await self.store.ensure_channel(cmd.channel_id)
         await self.redis.sadd(self.keys.channels, cmd.channel_id)
-        if cmd.since_seq is None:
-            history, last_seq = await self.store.last_messages(
-                cmd.channel_id, self.settings.history_limit
-            )
-            out = [frames.message_frame(m) for m in history]
-        elif (window := await self._from_window(cmd.channel_id, cmd.since_seq)) is not None:
+        if (window := await self._from_window(cmd.channel_id, cmd.since_seq)) is not None:
             out, last_seq = window
             self.resumes.inc(source="window")
             out.append(frames.resumed_frame(cmd.channel_id, True, last_seq))
@@ -244,7 +273,44 @@ class CommandProcessor:
         ok: bool = True,
         last_seq: int = 0,
     ) -> None:
+        await self.redis.publish(
+            *self._direct_event(origin, out, request_id=request_id, ok=ok, last_seq=last_seq)
+        )
+
+    def _direct_event(
+        self,
+        origin: Origin,
+        out: list[bytes],
+        *,
+        request_id: str | None = None,
+        ok: bool = True,
+        last_seq: int = 0,
+    ) -> tuple[str, bytes]:
+        """The inbox topic and payload that carry ``out`` to one connection."""
         event = Direct(
             conn=origin.conn, frames=out, request_id=request_id, ok=ok, last_seq=last_seq
         )
-        await self.redis.publish(self.keys.gateway_inbox(origin.gateway), events.encode(event))
+        return self.keys.gateway_inbox(origin.gateway), events.encode(event)
+
+
+_SEND, _READ, _OTHER = "send", "read", "other"
+
+
+def _kind(command: ChatCommand) -> str:
+    if isinstance(command, SendCmd):
+        return _SEND
+    if isinstance(command, JoinCmd | HistoryCmd):
+        return _READ
+    return _OTHER
+
+
+async def _together(calls: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``calls`` concurrently, all to completion; then raise the first failure, an outage
+    (``TRANSIENT``, so the batch is retried) before any other error."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    for error in errors:
+        if isinstance(error, TRANSIENT) or not isinstance(error, Exception):
+            raise error
+    if errors:
+        raise errors[0]

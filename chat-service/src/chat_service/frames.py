@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime
+
 from msgspec import UNSET
 
 from chat_service.store import StoredMessage
 from justchat import wire
+
+
+@functools.lru_cache(maxsize=256)
+def _timestamp(moment: datetime) -> str:
+    """A batch's messages share one created_at: format it once."""
+    return wire.utc_timestamp(moment)
 
 
 def message_frame(m: StoredMessage) -> bytes:
@@ -19,9 +28,7 @@ def message_frame(m: StoredMessage) -> bytes:
         reactions=UNSET if m.reactions is None else m.reactions,
     )
     return wire.encode_frame(
-        wire.ChatSendFrame(
-            timestamp=wire.utc_timestamp(m.created_at), id=str(m.id), payload=payload
-        )
+        wire.ChatSendFrame(timestamp=_timestamp(m.created_at), id=str(m.id), payload=payload)
     )
 
 

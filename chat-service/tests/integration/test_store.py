@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 import asyncpg
+import msgspec
 import pytest
 
 from chat_service.store import ChatStore, StoredMessage
@@ -495,3 +497,264 @@ async def test_create_pool_migrates_only_when_asked(postgres_server_url: str) ->
             assert count == len(db.migrations())
         finally:
             await migrated.close()
+
+
+# -- batches (one statement set per batch) ---------------------------------------------------
+
+
+def guest_actor() -> Actor:
+    return Actor(
+        user_id=None,
+        username=f"Guest{random.randrange(10**9, 10**10)}",
+        is_guest=True,
+        role="guest",
+    )
+
+
+async def test_a_big_batch_over_many_channels_and_senders_is_gap_free_in_stream_order(
+    store: ChatStore, pool: asyncpg.Pool, alice: Actor, bob: Actor
+) -> None:
+    channels = [next(_channel_ids) for _ in range(40)]
+    senders = [alice, bob, *(guest_actor() for _ in range(8))]
+    batch = [send(channels[(i * 7) % 40], senders[i % len(senders)], f"m{i}") for i in range(600)]
+    stored = await store.store_messages(batch)
+    assert [m.id for m in stored] == [uuid.UUID(c.msg_id) for c in batch]
+    assert not any(m.replayed for m in stored)
+    for channel_id in channels:
+        mine = [m for m in stored if m.channel_id == channel_id]
+        sent = [c.content for c in batch if c.channel_id == channel_id]
+        assert [m.seq for m in mine] == list(range(1, 16))
+        assert [m.content for m in mine] == sent  # seq follows the stream's order
+        rows = await channel_rows(pool, channel_id)
+        assert [(r["seq"], r["content"]) for r in rows] == [(m.seq, m.content) for m in mine]
+        assert await last_seq_of(pool, channel_id) == 15
+    guest_ids = dict(
+        await pool.fetch(
+            "SELECT username, id FROM users WHERE username = ANY($1::text[])",
+            [s.username for s in senders[2:]],
+        )
+    )
+    assert len(guest_ids) == 8
+    for m in stored:
+        row = await pool.fetchrow("SELECT sender_id FROM messages WHERE id = $1", m.id)
+        expected = {alice.username: alice.user_id, bob.username: bob.user_id, **guest_ids}
+        assert row["sender_id"] == expected[m.sender_username]
+
+
+async def test_a_batch_mixing_replays_repeats_and_new_sends(
+    store: ChatStore, pool: asyncpg.Pool, alice: Actor, bob: Actor
+) -> None:
+    a, b = next(_channel_ids), next(_channel_ids)
+    earlier = [
+        send(a, alice, "a1", client_msg_id="k1"),
+        send(a, bob, "a2"),
+        send(b, alice, "b1", client_msg_id="k1"),
+    ]
+    first = await store.store_messages(earlier)
+    assert [(m.channel_id, m.seq) for m in first] == [(a, 1), (a, 2), (b, 1)]
+    new_a = send(a, alice, "a3", client_msg_id="k2")
+    batch = [
+        earlier[1],  # replay by id
+        new_a,
+        send(a, alice, "a1 again", client_msg_id="k1"),  # repeat of an earlier batch's
+        send(b, bob, "b2", client_msg_id="k1"),  # same key, other sender: new
+        send(a, alice, "a3 again", client_msg_id="k2"),  # repeat within this batch
+        new_a,  # the same command twice in one batch
+        earlier[2],  # replay by id, other channel
+        send(b, alice, "b3"),
+    ]
+    got = await store.store_messages(batch)
+    assert [(m.channel_id, m.seq, m.content, m.replayed) for m in got] == [
+        (a, 2, "a2", True),
+        (a, 3, "a3", False),
+        (a, 1, "a1", True),
+        (b, 2, "b2", False),
+        (a, 3, "a3", True),
+        (a, 3, "a3", True),
+        (b, 1, "b1", True),
+        (b, 3, "b3", False),
+    ]
+    assert got[0] == _as_replayed(first[1])
+    assert got[2] == _as_replayed(first[0])
+    assert got[4].id == got[1].id == uuid.UUID(new_a.msg_id)
+    assert got[4] == got[5] == msgspec.structs.replace(got[1], replayed=True)
+    assert [r["seq"] for r in await channel_rows(pool, a)] == [1, 2, 3]
+    assert [r["seq"] for r in await channel_rows(pool, b)] == [1, 2, 3]
+    assert (await last_seq_of(pool, a), await last_seq_of(pool, b)) == (3, 3)
+    # Nothing of the repeats consumed a seq.
+    (after,) = await store.store_messages([send(a, bob, "a4")])
+    assert after.seq == 4
+
+
+async def test_a_batch_that_is_all_replays_stores_nothing(
+    store: ChatStore, pool: asyncpg.Pool, alice: Actor, channel: int
+) -> None:
+    batch = [send(channel, alice, f"m{i}", client_msg_id=f"k{i}") for i in range(5)]
+    original = await store.store_messages(batch)
+    repeats = [send(channel, alice, "other", client_msg_id=f"k{i}") for i in range(5)]
+    again = await store.store_messages(batch + repeats)
+    assert again == [_as_replayed(m) for m in original + original]
+    assert await last_seq_of(pool, channel) == 5
+    assert len(await channel_rows(pool, channel)) == 5
+
+
+async def test_the_same_batch_stored_twice_at_once_stores_it_once(
+    store: ChatStore, pool: asyncpg.Pool, alice: Actor, bob: Actor
+) -> None:
+    """A stale owner and the new one handling the same entries at once."""
+    channels = [next(_channel_ids) for _ in range(5)]
+    batch = [
+        send(channels[i % 5], alice if i % 2 else bob, f"m{i}", client_msg_id=f"k{i}")
+        for i in range(50)
+    ]
+    for round_ in range(3):
+        results = await asyncio.gather(*(store.store_messages(batch) for _ in range(4)))
+        for result in results:
+            assert [m.id for m in result] == [uuid.UUID(c.msg_id) for c in batch]
+            assert [m.seq for m in result] == [m.seq for m in results[0]]
+        assert sum(not m.replayed for result in results for m in result) == 50
+        batch = [
+            send(c.channel_id, c.actor, "next", client_msg_id=f"r{round_}-{i}")
+            for i, c in enumerate(batch)
+        ]
+    for channel_id in channels:
+        rows = await channel_rows(pool, channel_id)
+        assert [r["seq"] for r in rows] == list(range(1, 31))
+        assert await last_seq_of(pool, channel_id) == 30
+
+
+async def test_a_writer_that_loses_the_race_finds_the_rows_stored(
+    store: ChatStore,
+    pool: asyncpg.Pool,
+    alice: Actor,
+    channel: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Both writers look for the rows before either stores them; the loser's insert fails whole
+    on the unique id (its seq reservation undone), and it answers with the winner's rows."""
+    await store.ensure_channel(channel)
+    batch = [send(channel, alice, f"m{i}") for i in range(5)]
+    caplog.set_level(logging.INFO, logger="chat_service.store")
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute("SELECT 1 FROM channels WHERE id = $1 FOR UPDATE", channel)
+        writers = [asyncio.create_task(store.store_messages(batch)) for _ in range(2)]
+        await _until_waiting_for_locks(pool, 2)
+    first, second = await asyncio.gather(*writers)
+    assert [m.seq for m in first] == [m.seq for m in second] == [1, 2, 3, 4, 5]
+    assert sorted([first[0].replayed, second[0].replayed]) == [False, True]
+    assert len({m.replayed for m in first}) == len({m.replayed for m in second}) == 1
+    assert "looking it up again" in caplog.text
+    assert [r["seq"] for r in await channel_rows(pool, channel)] == [1, 2, 3, 4, 5]
+    assert await last_seq_of(pool, channel) == 5
+
+
+async def _until_waiting_for_locks(pool: asyncpg.Pool, count: int, timeout_s: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting >= count:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{waiting} of {count} writers waiting for the channel's lock")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_deleted_guest_is_created_again_when_it_sends(
+    store: ChatStore, pool: asyncpg.Pool, channel: int
+) -> None:
+    guest = guest_actor()
+    (first,) = await store.store_messages([send(channel, guest, "a")])
+    old_id = await pool.fetchval("SELECT id FROM users WHERE username = $1", guest.username)
+    await pool.execute("DELETE FROM users WHERE username = $1", guest.username)
+    (second,) = await store.store_messages([send(channel, guest, "b")])
+    new_id = await pool.fetchval("SELECT id FROM users WHERE username = $1", guest.username)
+    assert new_id is not None and new_id != old_id
+    rows = await channel_rows(pool, channel)
+    assert [(r["seq"], r["sender_id"]) for r in rows] == [(1, None), (2, new_id)]
+    assert (first.seq, second.seq) == (1, 2)
+
+
+async def test_a_batch_costs_the_same_statements_whatever_its_size(
+    store_database_url: str, alice: Actor
+) -> None:
+    statements: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    async def keep_session(_: asyncpg.Connection) -> None:
+        """As chat-service's pool: no reset query when a connection is released."""
+
+    pool = await db.create_pool(
+        store_database_url,
+        migrate_schema=False,
+        min_size=1,
+        max_size=1,
+        init=log_queries,
+        reset=keep_session,
+    )
+    try:
+        store = ChatStore(pool)
+        await store.store_messages([send(next(_channel_ids), guest_actor(), client_msg_id="k")])
+        counts = []
+        for size in (2, 10, 500):
+            channels = [next(_channel_ids) for _ in range(min(size, 50))]
+            guests = [guest_actor() for _ in range(min(size, 20))]
+            batch = [
+                send(
+                    channels[i % len(channels)],
+                    guests[i % len(guests)] if i % 2 else alice,
+                    f"m{i}",
+                    client_msg_id=f"k{i % 7}",
+                )
+                for i in range(size)
+            ]
+            statements.clear()
+            stored = await store.store_messages(batch)
+            assert sum(not m.replayed for m in stored) == len({_key(c) for c in batch})
+            counts.append(len(statements))
+        # Find the stored rows, resolve the new guests, reserve seqs and insert.
+        assert counts == [3, 3, 3]
+        # Known guests are not looked up again.
+        statements.clear()
+        await store.store_messages([send(channels[0], guests[1], "again")])
+        assert len(statements) == 2
+    finally:
+        await pool.close()
+
+
+def _key(cmd: SendCmd) -> tuple[int, str, str | None]:
+    return (cmd.channel_id, cmd.actor.username, cmd.client_msg_id)
+
+
+async def test_last_messages_of_several_channels_at_once(
+    store: ChatStore, pool: asyncpg.Pool, alice: Actor, bob: Actor
+) -> None:
+    busy, quiet, empty, unknown = (next(_channel_ids) for _ in range(4))
+    await store.store_messages(
+        [send(busy, alice if i % 2 else bob, f"b{i}") for i in range(1, 8)]
+        + [send(quiet, alice, "only")]
+    )
+    await store.ensure_channels([empty, busy])
+    (first_busy,) = [m for m in (await store.last_messages(busy, 50))[0] if m.seq == 5]
+    await store.react(
+        message_id=first_busy.id, channel_id=busy, username=bob.username, emote="👍", add=True
+    )
+    views = await store.last_messages_of([busy, quiet, empty, unknown], 3)
+    assert set(views) == {busy, quiet, empty, unknown}
+    assert views[busy] == await store.last_messages(busy, 3)
+    messages, last_seq = views[busy]
+    assert [(m.seq, m.content) for m in messages] == [(5, "b5"), (6, "b6"), (7, "b7")]
+    assert last_seq == 7
+    assert [r.emote for r in messages[0].reactions or []] == ["👍"]
+    assert messages[1].reactions == []
+    assert views[quiet] == await store.last_messages(quiet, 3)
+    assert [m.content for m in views[quiet][0]] == ["only"]
+    assert views[empty] == ([], 0)
+    assert views[unknown] == ([], 0)
+    assert await last_seq_of(pool, empty) == 0  # created
+    assert await last_seq_of(pool, unknown) is None  # only read: not created
+    assert await store.last_messages_of([], 3) == {}

@@ -4,7 +4,10 @@ A service's replicas share P partition streams through leases (``justchat.leases
 a partition first takes over whatever the previous owner read but did not acknowledge, in stream
 order, then reads new entries. A batch is handed to the ``Handler``; the entries are acknowledged
 (XACK) only when it returns, so a crash anywhere before that means the batch is delivered again
-and the handler must be idempotent.
+and the handler must be idempotent. The XACK travels in the same pipeline as the next read, so
+a batch costs one Redis round trip besides the handler's own: under load the next batch is
+already waiting, and when idle the read returns as soon as an entry arrives (batches grow with
+the load and never wait to fill).
 
 Failures: while PostgreSQL or Redis is unreachable the batch is retried with backoff and stays
 pending, so nothing is lost. A command that fails on its own (bad data) is given to
@@ -24,6 +27,7 @@ from typing import Final, Generic, Protocol, TypeVar, cast
 import asyncpg
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from justchat import events
@@ -32,7 +36,7 @@ from justchat.metrics import Metric, Registry
 
 log = logging.getLogger(__name__)
 
-BATCH: Final = 200
+BATCH: Final = 400  # entries per read, all partitions together
 BLOCK_MS: Final = 1000
 DEAD_LETTER_MAXLEN: Final = 10_000
 TRANSIENT: Final = (
@@ -46,6 +50,7 @@ TRANSIENT: Final = (
 
 C = TypeVar("C", bound=msgspec.Struct)
 Entry = tuple[bytes, dict[bytes, bytes]]
+Item = tuple[str, bytes, dict[bytes, bytes]]  # (stream, entry id, fields)
 
 
 class Handler(Protocol[C]):
@@ -57,13 +62,17 @@ class Handler(Protocol[C]):
 
 
 class PartitionWorker(Generic[C]):
-    """Consumes one partition stream while its replica holds the partition's lease."""
+    """Consumes every partition stream its replica holds, in one loop.
+
+    One loop for all of them means one read, one handler call and one acknowledgement per round
+    whatever the number of partitions, so each round trip carries the work of all of them. Each
+    stream's entries keep their order within a batch (a channel lives in one stream).
+    """
 
     def __init__(
         self,
         redis: aioredis.Redis,
         *,
-        stream: str,
         group: str,
         consumer: str,
         dead_letters: str,
@@ -71,102 +80,189 @@ class PartitionWorker(Generic[C]):
         handler: Handler[C],
         dead_count: Metric | None = None,
     ) -> None:
-        self.redis, self.stream, self.group, self.consumer = redis, stream, group, consumer
+        self.redis, self.group, self.consumer = redis, group, consumer
         self.dead_letters, self.decoder, self.handler = dead_letters, decoder, handler
         self.dead_count = dead_count
+        self.reading: list[str] = []  # streams read for new entries
+        self.joining: list[str] = []  # streams whose pending entries are taken over first
+        self._done: dict[str, list[bytes]] = {}  # handled, to acknowledge with the next request
+        self._wake = asyncio.Event()
+
+    def add(self, stream: str) -> None:
+        """Start consuming ``stream`` (its lease was acquired): its pending entries first."""
+        if stream not in self.reading and stream not in self.joining:
+            self.joining.append(stream)
+        self._wake.set()
+
+    def remove(self, stream: str) -> None:
+        """Stop consuming ``stream`` (its lease is gone). A batch already being handled still
+        completes: the handler's idempotence and unique constraints fence a stale owner."""
+        for streams in (self.reading, self.joining):
+            if stream in streams:
+                streams.remove(stream)
 
     async def run(self) -> None:
         backoff = 0.1
         while True:
             try:
-                await self._ensure_group()
-                await self._drain_pending()
                 while True:
+                    while self.joining:
+                        await self._take_over(self.joining[0])
                     await self._read_new()
                     backoff = 0.1
-            except TRANSIENT as exc:
-                log.warning("%s: %r; retrying in %.1fs", self.stream, exc, backoff)
+            except Exception as exc:
+                if isinstance(exc, TRANSIENT):
+                    log.warning("%s: %r; retrying in %.1fs", self.group, exc, backoff)
+                else:  # a bug: keep the lane (and its partitions' other commands) going
+                    log.exception("%s: unexpected error; retrying in %.1fs", self.group, backoff)
+                # What was read but not acknowledged is pending again: take it over first.
+                self.joining = [*self.reading, *(s for s in self.joining if s not in self.reading)]
+                self.reading = []
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _ensure_group(self) -> None:
+    async def _take_over(self, stream: str) -> None:
+        await self._ensure_group(stream)
+        await self._drain_pending(stream)
+        if stream in self.joining:  # still ours
+            self.joining.remove(stream)
+            self.reading.append(stream)
+
+    async def _ensure_group(self, stream: str) -> None:
         try:
             # id 0: entries written before the group existed are still consumed.
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _drain_pending(self) -> None:
-        """Take over every entry read but not acknowledged by anyone, oldest first."""
-        while True:
-            pending = await self.redis.xpending_range(
-                self.stream, self.group, min="-", max="+", count=BATCH
-            )
+    async def _drain_pending(self, stream: str) -> None:
+        """Take over every entry of ``stream`` read but not acknowledged, oldest first."""
+        while stream in self.joining:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._ack_done(pipe)
+                pipe.xpending_range(stream, self.group, min="-", max="+", count=BATCH)
+                *_, pending = await pipe.execute()
+            self._done = {}
             if not pending:
                 return
             ids = [cast(bytes, p["message_id"]) for p in pending]
-            reply = await self.redis.xclaim(self.stream, self.group, self.consumer, 0, [*ids])
+            reply = await self.redis.xclaim(stream, self.group, self.consumer, 0, [*ids])
             # An entry trimmed from the stream comes back without fields, or not at all.
             claimed = [
-                (entry_id, fields) for entry_id, fields in cast(list[Entry], reply) if fields
+                (stream, entry_id, fields)
+                for entry_id, fields in cast(list[Entry], reply)
+                if fields
             ]
-            present = {entry_id for entry_id, _ in claimed}
-            gone = [i for i in ids if i not in present]  # trimmed away: nothing left to do
-            if gone:
-                await self.redis.xack(self.stream, self.group, *gone)
+            present = {entry_id for _, entry_id, _ in claimed}
+            # Trimmed away: nothing left to do but acknowledge them (with the next request).
+            self._done.setdefault(stream, []).extend(i for i in ids if i not in present)
             if claimed:
-                log.info("%s: took over %s pending entries", self.stream, len(claimed))
+                log.info("%s: took over %s pending entries", stream, len(claimed))
                 await self._process(claimed)
 
     async def _read_new(self) -> None:
-        reply = await self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=BATCH, block=BLOCK_MS
-        )
-        for _, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
-            await self._process(entries)
+        if not self.reading:
+            self._wake.clear()
+            if not self.joining:
+                await self._flush_acks()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), BLOCK_MS / 1000)
+            return
+        # COUNT applies per stream: together the streams fill about one BATCH.
+        count = max(1, -(-BATCH // len(self.reading)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            self._ack_done(pipe)
+            pipe.xreadgroup(
+                self.group,
+                self.consumer,
+                dict.fromkeys(self.reading, ">"),
+                count=count,
+                block=BLOCK_MS,
+            )
+            *_, reply = await pipe.execute()
+        self._done = {}
+        batch: list[Item] = []
+        for name, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
+            stream = name.decode()
+            # A lease lost during the read: its entries stay pending for the next owner.
+            if stream in self.reading:
+                batch.extend((stream, entry_id, fields) for entry_id, fields in entries)
+        if batch:
+            await self._process(batch)
 
-    async def _process(self, entries: list[Entry]) -> None:
-        decoded: list[tuple[bytes, C]] = []
-        for entry_id, fields in entries:
+    def _ack_done(self, pipe: Pipeline) -> None:
+        """Acknowledge the entries handled so far in ``pipe``, ahead of its next request.
+
+        They stay in ``_done`` until the pipeline succeeds: XACK is idempotent, and an entry
+        whose acknowledgement was lost would otherwise be taken over and handled again.
+        """
+        for stream, ids in self._done.items():
+            if ids:
+                pipe.xack(stream, self.group, *ids)
+
+    async def _flush_acks(self) -> None:
+        if any(self._done.values()):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._ack_done(pipe)
+                await pipe.execute()
+            self._done = {}
+
+    async def _process(self, batch: list[Item]) -> None:
+        decoded: list[tuple[str, bytes, C]] = []
+        for stream, entry_id, fields in batch:
             try:
-                decoded.append((entry_id, self.decoder.decode(fields[b"c"])))
+                decoded.append((stream, entry_id, self.decoder.decode(fields[b"c"])))
             except (KeyError, msgspec.DecodeError) as exc:
-                await self._dead_letter(entry_id, fields.get(b"c", b""), exc)
+                await self._dead_letter(stream, entry_id, fields.get(b"c", b""), exc)
         try:
-            await self.handler.handle([command for _, command in decoded])
+            await self.handler.handle([command for _, _, command in decoded])
         except TRANSIENT:
             raise  # an outage: run() retries; the entries stay pending meanwhile
         except Exception as exc:
-            log.warning("%s: batch failed (%r); isolating the culprit", self.stream, exc)
+            log.warning("%s: batch failed (%r); isolating the culprit", self.group, exc)
             await self._one_by_one(decoded)
-        if entries:
-            await self.redis.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        for stream, entry_id, _ in batch:
+            self._done.setdefault(stream, []).append(entry_id)
 
-    async def _one_by_one(self, decoded: list[tuple[bytes, C]]) -> None:
-        for entry_id, command in decoded:
+    async def _one_by_one(self, decoded: list[tuple[str, bytes, C]]) -> None:
+        for stream, entry_id, command in decoded:
             try:
                 await self.handler.handle([command])
             except TRANSIENT:
                 raise
             except Exception as exc:
-                await self._dead_letter(entry_id, events.encode(command), exc)
-                await self.handler.fail(command, exc)
+                await self._dead_letter(stream, entry_id, events.encode(command), exc)
+                try:
+                    await self.handler.fail(command, exc)
+                except TRANSIENT:
+                    raise
+                except Exception:  # it is dead-lettered: the partition must go on
+                    log.exception("%s: telling about entry %s failed", stream, entry_id.decode())
 
-    async def _dead_letter(self, entry_id: bytes, raw: bytes, error: Exception) -> None:
-        log.error("%s: entry %s failed for good: %r", self.stream, entry_id.decode(), error)
+    async def _dead_letter(
+        self, stream: str, entry_id: bytes, raw: bytes, error: Exception
+    ) -> None:
+        log.error("%s: entry %s failed for good: %r", stream, entry_id.decode(), error)
         if self.dead_count is not None:
             self.dead_count.inc()
         await self.redis.xadd(
             self.dead_letters,
-            {"stream": self.stream, "entry": entry_id, "c": raw, "error": repr(error)[:500]},
+            {"stream": stream, "entry": entry_id, "c": raw, "error": repr(error)[:500]},
             maxlen=DEAD_LETTER_MAXLEN,
             approximate=True,
         )
 
 
 class PartitionedConsumer(Generic[C]):
-    """Leases plus one ``PartitionWorker`` task per partition this replica owns."""
+    """Leases plus the ``PartitionWorker`` lanes that consume the partitions this replica owns.
+
+    Partition p is served by lane p % ``lanes`` (default: a lane per partition). One lane makes
+    the biggest batches, so the least work per command when the handler batches (chat-service
+    stores and publishes a batch at a fixed cost); more lanes overlap one lane's waits (a
+    commit, a round trip) with another's work, which suits a handler that works command by
+    command.
+    """
 
     def __init__(
         self,
@@ -182,11 +278,25 @@ class PartitionedConsumer(Generic[C]):
         decoder: msgspec.msgpack.Decoder[C],
         handler: Handler[C],
         registry: Registry,
+        lanes: int | None = None,
     ) -> None:
-        self.redis, self.name, self.stream = redis, name, stream
-        self.dead_letters, self.decoder, self.handler = dead_letters, decoder, handler
+        self.name, self.stream = name, stream
         self.consumer = f"{name}-{uuid.uuid4().hex[:12]}"
-        self.workers: dict[int, asyncio.Task[None]] = {}
+        self.dead = registry.counter(
+            f"{name.replace('-', '_')}_dead_letters", "entries moved to the dead-letter stream"
+        )
+        self.lanes = [
+            PartitionWorker(
+                redis,
+                group=name,
+                consumer=self.consumer,
+                dead_letters=dead_letters,
+                decoder=decoder,
+                handler=handler,
+                dead_count=self.dead,
+            )
+            for _ in range(partitions if lanes is None else max(1, min(lanes, partitions)))
+        ]
         self.leases = PartitionLeases(
             redis,
             lease_key=lease,
@@ -197,9 +307,6 @@ class PartitionedConsumer(Generic[C]):
             on_acquire=self._start,
             on_release=self._stop,
         )
-        self.dead = registry.counter(
-            f"{name.replace('-', '_')}_dead_letters", "entries moved to the dead-letter stream"
-        )
         owned = registry.gauge(
             f"{name.replace('-', '_')}_partitions_owned", "stream partitions this replica owns"
         )
@@ -207,26 +314,15 @@ class PartitionedConsumer(Generic[C]):
 
     async def run(self) -> None:
         try:
-            await self.leases.run()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.leases.run(), name=f"{self.name}-leases")
+                for i, lane in enumerate(self.lanes):
+                    tasks.create_task(lane.run(), name=f"{self.name}-lane-{i}")
         finally:
             await self.leases.release_all()
 
     async def _start(self, partition: int) -> None:
-        worker = PartitionWorker(
-            self.redis,
-            stream=self.stream(partition),
-            group=self.name,
-            consumer=self.consumer,
-            dead_letters=self.dead_letters,
-            decoder=self.decoder,
-            handler=self.handler,
-            dead_count=self.dead,
-        )
-        self.workers[partition] = asyncio.create_task(worker.run(), name=f"partition-{partition}")
+        self.lanes[partition % len(self.lanes)].add(self.stream(partition))
 
     async def _stop(self, partition: int) -> None:
-        task = self.workers.pop(partition, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self.lanes[partition % len(self.lanes)].remove(self.stream(partition))
