@@ -13,14 +13,13 @@ from justchat.client import Client
 from justchat.devservers import find_free_port_run
 from justchat.stack import Stack, StackConfig
 
-# Short TTLs so that the tests of expiry run in seconds; the defaults are in settings.py.
+# Short TTLs so that the tests of expiry run in seconds (member lists keep their default pacing,
+# whose order tests/protocol checks); the defaults are in settings.py.
 STACK_ENV = {
     "JUSTCHAT_PRESENCE_TTL_S": "3",
     "JUSTCHAT_HEARTBEAT_S": "0.5",
     "JUSTCHAT_LEASE_TTL_MS": "2000",
     "JUSTCHAT_HANDSHAKE_TIMEOUT_S": "2",
-    # Exact PROTOCOL.md order for every join and leave; coalescing has its own tests.
-    "JUSTCHAT_MEMBERS_INTERVAL_MS": "0",
     # Tests send in bursts; the rate limit has its own tests with these figures.
     "JUSTCHAT_SEND_RATE_PER_S": "100",
     "JUSTCHAT_SEND_BURST": "200",

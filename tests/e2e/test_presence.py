@@ -368,7 +368,7 @@ async def partition_owner(stack: Stack, partition: int) -> Any:
     async with httpx.AsyncClient(timeout=5) as http:
         for name in ("presence", "presence-1"):
             health = await http.get(stack.service(name).health_url)
-            if health.status_code == 200 and partition in health.json()["partitions"]:
+            if health.status_code == 200 and partition in health.json()["detail"]["partitions"]:
                 return stack.service(name)
     raise AssertionError(f"no replica holds presence partition {partition}")
 
