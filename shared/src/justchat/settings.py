@@ -90,7 +90,8 @@ FIELDS: Final[dict[str, tuple[str, str]]] = {
     ),
     "members_interval_ms": (
         "JUSTCHAT_MEMBERS_INTERVAL_MS",
-        "channel_members is broadcast at most once per this, per channel",
+        "after a burst of 3, channel_members is broadcast at most once per this, per channel;"
+        " join/leave frames wait for their list (0: every change at once)",
     ),
     "send_rate_per_s": (
         "JUSTCHAT_SEND_RATE_PER_S",
