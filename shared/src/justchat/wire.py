@@ -11,24 +11,44 @@ the frame entirely: the original client never sees a key it does not know.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from justchat.errors import ProtocolError
 
+_T = TypeVar("_T")
+
 # -- limits and error texts ------------------------------------------------------------------
+# Every value a client sends is checked here against what storage can hold (migrations/): a
+# frame that passes decoding must never fail further down, where it would end as a traceback or
+# a dead letter instead of "Malformed message.".
 
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
 MAX_CLIENT_MSG_ID: Final = 64
 MAX_HISTORY_PAGE: Final = 100
+MAX_NAME_CHARS: Final = 64  # above any username (3-30) or guest name (Guest + an int64)
+MAX_REASON_CHARS: Final = 500
+MAX_EMOTE_CHARS: Final = 64
+# Mutes and bans: chat-service computes the expiry with an int4 parameter ($n::int).
+MAX_SANCTION_S: Final = INT32_MAX
+# PostgreSQL text cannot hold U+0000; lone surrogates cannot be encoded as UTF-8 (msgspec's JSON
+# decoder refuses them already; the pattern also guards strings from other decoders).
+TEXT_PATTERN: Final = "^[^\\x00\\ud800-\\udfff]*$"
 
-ChannelId = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
-Seq = Annotated[int, Meta(ge=0)]
+ChannelId = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]  # channels.id is integer
+Seq = Annotated[int, Meta(ge=0, le=INT64_MAX)]  # messages.seq is bigint
+Text = Annotated[str, Meta(pattern=TEXT_PATTERN)]
+Name = Annotated[str, Meta(max_length=MAX_NAME_CHARS, pattern=TEXT_PATTERN)]
+Reason = Annotated[str, Meta(max_length=MAX_REASON_CHARS, pattern=TEXT_PATTERN)]
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID, pattern=TEXT_PATTERN)]
+SanctionSeconds = Annotated[int, Meta(ge=0, le=MAX_SANCTION_S)]
 
 ERR_INVALID_HELLO: Final = "Invalid HELLO message"
 ERR_INVALID_FORMAT: Final = "Invalid message format"
@@ -75,34 +95,34 @@ class JoinIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 class ChatSendIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
-    content: str
-    client_msg_id: Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID)] | None = None
+    content: Text  # its length limit is a setting, checked by the gateway
+    client_msg_id: ClientMsgId | None = None
 
 
 class ReactIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    emote: Annotated[str, Meta(min_length=1, max_length=64)]
-    message_id: str
+    emote: Annotated[str, Meta(min_length=1, max_length=MAX_EMOTE_CHARS, pattern=TEXT_PATTERN)]
+    message_id: str  # a UUID, checked by the gateway
     channel_id: ChannelId
 
 
 class KickIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
-    target: str
-    reason: str | None = None
+    target: Name
+    reason: Reason | None = None
 
 
 class MuteIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """chat_mute, chat_ban and chat_unban: duration in seconds, null or 0 is indefinite."""
 
     channel_id: ChannelId
-    target: str
-    duration: Annotated[int, Meta(ge=0)] | None = None
-    reason: str | None = None
+    target: Name
+    duration: SanctionSeconds | None = None
+    reason: Reason | None = None
 
 
 class UnmuteIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
-    target: str
+    target: Name
 
 
 class HistoryIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -173,7 +193,7 @@ def decode_client(data: str | bytes) -> ClientFrame:
         envelope = _envelope_decoder.decode(data)
     except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
         # RecursionError: JSON nested thousands deep, which the frame size limit allows.
-        raise ProtocolError(ERR_INVALID_FORMAT) from exc
+        raise ProtocolError(_fault_of_undecodable(data)) from exc
     decoder = _payload_decoders.get(envelope.type)
     if decoder is None:
         raise ProtocolError(ERR_INVALID_FORMAT)
@@ -190,6 +210,27 @@ def decode_client(data: str | bytes) -> ClientFrame:
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(ERR_MALFORMED) from exc
     return ClientFrame(type=envelope.type, payload=payload)
+
+
+def _fault_of_undecodable(data: str | bytes) -> str:
+    """The error for a frame msgspec cannot decode: "Malformed" if it is JSON of a known type.
+
+    The JSON grammar allows an escaped lone surrogate (``"\\ud800"``), which no string can hold
+    and msgspec refuses; such a frame is still a known type with a bad payload.
+    """
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+        frame = json.loads(text, parse_constant=_not_json)  # NaN and Infinity are not JSON
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        return ERR_INVALID_FORMAT
+    frame_type = frame.get("type") if isinstance(frame, dict) else None
+    if isinstance(frame_type, str) and frame_type in CLIENT_PAYLOADS:
+        return ERR_MALFORMED
+    return ERR_INVALID_FORMAT
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def encode_client(frame_type: str, payload: ClientPayload, *, stamp: bool = False) -> bytes:
@@ -217,6 +258,9 @@ class HelloOut(Struct, frozen=True, kw_only=True):
 class ErrorOut(Struct, frozen=True, kw_only=True):
     detail: str
     retry_after_ms: int | UnsetType = UNSET
+    # [ext] The client frame that caused the error, when it named them: which send failed.
+    channel_id: int | UnsetType = UNSET
+    client_msg_id: str | UnsetType = UNSET
 
 
 class ReactionSummary(Struct, frozen=True, kw_only=True):
@@ -414,9 +458,86 @@ def fresh_frame(frame_type: type[ServerFrame], payload: Struct) -> bytes:
     return encode_frame(frame)
 
 
-def error_frame(detail: str, *, retry_after_ms: int | None = None) -> bytes:
-    """An encoded ``error`` frame, fresh id and timestamp."""
+def error_frame(
+    detail: str,
+    *,
+    retry_after_ms: int | None = None,
+    channel_id: int | None = None,
+    client_msg_id: str | None = None,
+) -> bytes:
+    """An encoded ``error`` frame, fresh id and timestamp; absent keys for None arguments."""
     payload = ErrorOut(
-        detail=detail, retry_after_ms=UNSET if retry_after_ms is None else retry_after_ms
+        detail=detail,
+        retry_after_ms=UNSET if retry_after_ms is None else retry_after_ms,
+        channel_id=UNSET if channel_id is None else channel_id,
+        client_msg_id=UNSET if client_msg_id is None else client_msg_id,
     )
     return fresh_frame(ErrorFrame, payload)
+
+
+class FrameContext(Struct, frozen=True, kw_only=True):
+    """What an error frame repeats of the client frame that caused it."""
+
+    channel_id: int | None = None
+    client_msg_id: str | None = None
+
+
+NO_CONTEXT: Final = FrameContext()
+
+
+class _ContextEnvelope(Struct, frozen=True):
+    payload: Raw = Raw()
+
+
+class _ContextPayload(Struct, frozen=True):
+    channel_id: Raw = Raw()
+    client_msg_id: Raw = Raw()
+
+
+_context_envelope: Final = msgspec.json.Decoder(_ContextEnvelope)
+_context_payload: Final = msgspec.json.Decoder(_ContextPayload)
+_context_channel: Final = msgspec.json.Decoder(ChannelId, strict=False)
+_context_msg_id: Final = msgspec.json.Decoder(ClientMsgId)
+
+
+def frame_context(data: str | bytes | None) -> FrameContext:
+    """The ``channel_id`` and ``client_msg_id`` of a client frame, each only if it is valid.
+
+    Lenient, for the error path: the frame may be malformed anywhere else (that may be why it
+    is answered with an error), and a value that is itself invalid is left out rather than
+    echoed, so an error frame never carries a key of the wrong type.
+    """
+    if data is None:
+        return NO_CONTEXT
+    try:
+        raw = _context_envelope.decode(data).payload
+        fields = _context_payload.decode(raw) if raw else _ContextPayload()
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        return NO_CONTEXT
+    return FrameContext(
+        channel_id=_decode_or_none(_context_channel, fields.channel_id),
+        client_msg_id=_decode_or_none(_context_msg_id, fields.client_msg_id),
+    )
+
+
+def _decode_or_none(decoder: msgspec.json.Decoder[_T], raw: Raw) -> _T | None:
+    if not raw:
+        return None
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
+def reply_error(
+    detail: str, data: str | bytes | None, *, retry_after_ms: int | None = None
+) -> bytes:
+    """An encoded ``error`` frame answering the client frame ``data`` (None if it had no text):
+    it carries the frame's ``channel_id`` and ``client_msg_id`` when the frame had valid ones."""
+    context = frame_context(data)
+    return error_frame(
+        detail,
+        retry_after_ms=retry_after_ms,
+        channel_id=context.channel_id,
+        client_msg_id=context.client_msg_id,
+    )
