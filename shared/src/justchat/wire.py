@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from justchat.errors import ProtocolError
-
-_T = TypeVar("_T")
 
 # -- limits and error texts ------------------------------------------------------------------
 # Every value a client sends is checked here against what storage can hold (migrations/): a
@@ -218,19 +216,11 @@ def _fault_of_undecodable(data: str | bytes) -> str:
     The JSON grammar allows an escaped lone surrogate (``"\\ud800"``), which no string can hold
     and msgspec refuses; such a frame is still a known type with a bad payload.
     """
-    try:
-        text = data.decode() if isinstance(data, bytes) else data
-        frame = json.loads(text, parse_constant=_not_json)  # NaN and Infinity are not JSON
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
-        return ERR_INVALID_FORMAT
+    frame = _json_or_none(data)
     frame_type = frame.get("type") if isinstance(frame, dict) else None
     if isinstance(frame_type, str) and frame_type in CLIENT_PAYLOADS:
         return ERR_MALFORMED
     return ERR_INVALID_FORMAT
-
-
-def _not_json(constant: str) -> object:
-    raise ValueError(f"{constant} is not JSON")
 
 
 def encode_client(frame_type: str, payload: ClientPayload, *, stamp: bool = False) -> bytes:
@@ -485,21 +475,6 @@ class FrameContext(Struct, frozen=True, kw_only=True):
 NO_CONTEXT: Final = FrameContext()
 
 
-class _ContextEnvelope(Struct, frozen=True):
-    payload: Raw = Raw()
-
-
-class _ContextPayload(Struct, frozen=True):
-    channel_id: Raw = Raw()
-    client_msg_id: Raw = Raw()
-
-
-_context_envelope: Final = msgspec.json.Decoder(_ContextEnvelope)
-_context_payload: Final = msgspec.json.Decoder(_ContextPayload)
-_context_channel: Final = msgspec.json.Decoder(ChannelId, strict=False)
-_context_msg_id: Final = msgspec.json.Decoder(ClientMsgId)
-
-
 def frame_context(data: str | bytes | None) -> FrameContext:
     """The ``channel_id`` and ``client_msg_id`` of a client frame, each only if it is valid.
 
@@ -507,25 +482,36 @@ def frame_context(data: str | bytes | None) -> FrameContext:
     is answered with an error), and a value that is itself invalid is left out rather than
     echoed, so an error frame never carries a key of the wrong type.
     """
-    if data is None:
-        return NO_CONTEXT
-    try:
-        raw = _context_envelope.decode(data).payload
-        fields = _context_payload.decode(raw) if raw else _ContextPayload()
-    except (msgspec.DecodeError, UnicodeError, RecursionError):
+    frame = None if data is None else _json_or_none(data)
+    payload = frame.get("payload") if isinstance(frame, dict) else None
+    if not isinstance(payload, dict):
         return NO_CONTEXT
     return FrameContext(
-        channel_id=_decode_or_none(_context_channel, fields.channel_id),
-        client_msg_id=_decode_or_none(_context_msg_id, fields.client_msg_id),
+        channel_id=_convert_or_none(payload.get("channel_id"), ChannelId),
+        client_msg_id=_convert_or_none(payload.get("client_msg_id"), ClientMsgId),
     )
 
 
-def _decode_or_none(decoder: msgspec.json.Decoder[_T], raw: Raw) -> _T | None:
-    if not raw:
+def _json_or_none(data: str | bytes) -> Any:
+    """``data`` parsed by the JSON grammar (which, unlike msgspec, lets a string hold an escaped
+    lone surrogate), or None if it is not JSON."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+        return json.loads(text, parse_constant=_not_json)  # NaN and Infinity are not JSON
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        return None
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _convert_or_none(value: Any, kind: Any) -> Any:
+    if value is None:
         return None
     try:
-        return decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
+        return msgspec.convert(value, kind, strict=False)  # "8" is 8, as in decode_client
+    except (msgspec.ValidationError, UnicodeError):  # a str holding a lone surrogate
         return None
 
 

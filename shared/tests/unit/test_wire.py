@@ -686,6 +686,27 @@ def test_error_frame_context_only_when_given() -> None:
             id="bool-channel",
         ),
         pytest.param(frame("fuzz", {"channel_id": 3}), wire.FrameContext(channel_id=3), id="type"),
+        pytest.param(
+            '{"type": "chat_send", "payload": {"channel_id": 8, "content": "\\ud800",'
+            ' "client_msg_id": "c"}}',
+            wire.FrameContext(channel_id=8, client_msg_id="c"),
+            id="lone-surrogate-elsewhere",  # msgspec refuses the frame; the context is kept
+        ),
+        pytest.param(
+            '{"payload": {"channel_id": 8, "client_msg_id": "c\\udc00"}}',
+            wire.FrameContext(channel_id=8),
+            id="lone-surrogate-in-client-msg-id",
+        ),
+        pytest.param(
+            '{"payload": {"channel_id": "8\\ud800", "client_msg_id": "\\udfff"}}',
+            wire.NO_CONTEXT,
+            id="lone-surrogates-in-both",
+        ),
+        pytest.param(
+            '{"payload": {"channel_id": NaN, "client_msg_id": "c"}}',
+            wire.NO_CONTEXT,
+            id="not-json",
+        ),
         pytest.param(frame("chat_send", [8]), wire.NO_CONTEXT, id="payload-list"),
         pytest.param(frame("chat_send", None), wire.NO_CONTEXT, id="payload-null"),
         pytest.param(b'{"type": "chat_send"}', wire.NO_CONTEXT, id="no-payload"),
