@@ -26,9 +26,8 @@ def _doc(description: str, example: Any) -> Meta:
 
 
 class SignupRequest(Struct, frozen=True, kw_only=True):
-    username: Annotated[
-        str, TEXT, _doc("3-30 characters once surrounding spaces are removed", "alice")
-    ]
+    # Usernames: the signup rules refuse control characters (U+0000 too) with a clearer text.
+    username: Annotated[str, _doc("3-30 characters once surrounding spaces are removed", "alice")]
     password: Annotated[
         str,
         TEXT,
@@ -79,9 +78,7 @@ class UsersPage(Struct, frozen=True, kw_only=True):
 
 
 class UserUpdate(Struct, frozen=True, kw_only=True):
-    username: (
-        Annotated[str, TEXT, _doc("new username; the signup rules apply", "alice2")] | None
-    ) = None
+    username: Annotated[str | None, _doc("new username; the signup rules apply", "alice2")] = None
     password: (
         Annotated[str, TEXT, _doc("new password; the signup rules apply", "Secret456")] | None
     ) = None
