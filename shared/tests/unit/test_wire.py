@@ -235,6 +235,13 @@ def test_values_storage_cannot_hold_are_malformed(frame_type: str, payload: Any)
     assert detail_of(frame(frame_type, payload)) == MALFORMED
 
 
+def test_nul_elsewhere_is_not_refused() -> None:
+    """Only the payload's own fields are stored: U+0000 in an ignored key changes nothing, and
+    the six characters of a literal backslash-u-0000 are ordinary text."""
+    data = frame("chat_send", {"channel_id": 8, "content": "\\u0000", f"x{NUL}": f"y{NUL}"})
+    assert wire.decode_client(data).payload == wire.ChatSendIn(channel_id=8, content="\\u0000")
+
+
 @pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\udc00x", "a\\ud83d"])
 def test_lone_surrogate_escapes_are_refused(escape: str) -> None:
     data = f'{{"type": "chat_send", "payload": {{"channel_id": 8, "content": "{escape}"}}}}'
