@@ -666,3 +666,35 @@ async def test_a_sanction_storage_cannot_hold_is_422_and_one_it_can_is_applied(
         await db.close()
     assert [r["span"].total_seconds() for r in rows] == [wire.MAX_SANCTION_S]
     await assert_system_healthy(limits)
+
+
+async def test_chat_service_errors_name_the_channel(
+    limits: LimitsStack, api: httpx.AsyncClient
+) -> None:
+    """Refusals, an unknown message and a ban come from chat-service, after the gateway passed
+    the frame on: they too carry the frame's ``channel_id``."""
+    moderator = await account(limits, api, "moderator")
+    admin = await account(limits, api, "admin")
+    banned = await account(limits, api)
+    channel = new_channel()
+    mod = await Client.connect(limits.stack.gateway_urls[0], token=moderator.token)
+    victim = await Client.connect(limits.stack.gateway_urls[0], token=banned.token)
+    try:
+        await joined(mod, channel)
+        await mod.send_frame("chat_mute", {"channel_id": channel, "target": admin.username})
+        refusal = await mod.expect("error")
+        assert refusal.payload == wire.ErrorOut(detail=wire.ERR_NO_PERMISSION, channel_id=channel)
+        unknown = str(uuid.uuid4())
+        react = {"emote": "+1", "message_id": unknown, "channel_id": channel}
+        await mod.send_frame("chat_react_add", react)
+        missing = await mod.expect("error")
+        assert missing.payload == wire.ErrorOut(detail=wire.ERR_NO_MESSAGE, channel_id=channel)
+        await mod.send_frame("chat_ban", {"channel_id": channel, "target": banned.username})
+        await mod.expect("chat_ban")
+        await victim.join(channel)
+        refused = await victim.expect("error")
+        assert refused.payload == wire.ErrorOut(detail=wire.ERR_BANNED, channel_id=channel)
+    finally:
+        await mod.close()
+        await victim.close()
+    await assert_system_healthy(limits)
