@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -289,7 +290,7 @@ INT_FIELDS: Final = {  # field -> the range storage (or the protocol) accepts
 }
 LENGTHS: Final = {
     "client_msg_id": wire.MAX_CLIENT_MSG_ID,
-    "emote": 64,
+    "emote": wire.MAX_EMOTE_CHARS,
     "target": wire.MAX_NAME_CHARS,
     "reason": wire.MAX_REASON_CHARS,
 }
@@ -403,7 +404,7 @@ async def test_every_frame_type_with_extreme_values(
         first = await echo(client, scene.channel, "first")
         scene = Scene(scene.channel, scene.other, scene.target, first.id)
         ws = client.ws
-        probes = iter(range(10**9))
+        probes = itertools.count()
 
         async def send(frame: dict[str, Any]) -> list[dict[str, Any]]:
             """Send ``frame`` then a probe; every frame received until the probe's answer."""
