@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 
 from justchat import wire
 from justchat.client import Client
-from justchat.events import MAX_SANCTION_S
 from justchat.keys import Keys
+from justchat.wire import MAX_SANCTION_S
 
 QUIET_S = 0.5
 

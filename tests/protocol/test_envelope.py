@@ -214,7 +214,8 @@ async def test_client_timestamp_and_id_invalid_is_malformed(
     )
     error = await proto.recv_json(ws)
     assert error["type"] == "error"
-    assert error["payload"] == {"detail": MALFORMED}
+    # [ext] The error names the channel of the frame that caused it.
+    assert error["payload"] == {"detail": MALFORMED, "channel_id": channel_id}
     # Nothing happened: the channel was not created by that join.
     await ws.send(frame("chat_typing", channel_id=channel_id))
     assert (await proto.recv_json(ws))["payload"]["detail"] == "Channel does not exist."
@@ -262,7 +263,11 @@ async def test_client_frames_require_type_and_payload(
     await ws.send(json.dumps(sent))
     error = await proto.recv_json(ws)
     assert error["type"] == "error"
-    assert error["payload"] == {"detail": detail}
+    # [ext] The error names the frame's channel when the frame had one.
+    payload = sent.get("payload")
+    named = payload.get("channel_id") if isinstance(payload, dict) else None
+    context = {} if named is None else {"channel_id": named}
+    assert error["payload"] == {"detail": detail, **context}
 
 
 async def test_integer_fields_accept_numeric_strings(proto, channel_id: int) -> None:

@@ -132,15 +132,29 @@ async def test_errors_go_to_the_sender_only_and_nothing_else_happens(
     assert (await watcher.expect("chat_send")).payload.content == "after the errors"
 
 
-async def test_error_payload_is_detail_only(proto, channel_id: int) -> None:
+async def test_error_payload_is_detail_and_the_frames_context(proto, channel_id: int) -> None:
+    """``detail``, plus [ext] the ``channel_id`` and ``client_msg_id`` of the frame that caused
+    the error when it had valid ones (the original client reads ``detail`` alone)."""
     ws, _ = await proto.hello()
-    await ws.send(json.dumps({"type": "chat_send", "payload": {"channel_id": channel_id}}))
-    await ws.send(json.dumps({"type": "nope", "payload": {}}))
-    await ws.send(json.dumps({"type": "chat_typing", "payload": {"channel_id": channel_id}}))
-    for detail in (MALFORMED, FORMAT, NO_CHANNEL):
+    sent = [
+        {"type": "chat_send", "payload": {"channel_id": channel_id}},
+        {"type": "nope", "payload": {}},
+        {"type": "chat_typing", "payload": {"channel_id": channel_id}},
+        {"type": "chat_send", "payload": {"channel_id": channel_id, "client_msg_id": "c-1"}},
+        {"type": "chat_send", "payload": {"channel_id": 2**31, "client_msg_id": ""}},
+    ]
+    for frame in sent:
+        await ws.send(json.dumps(frame))
+    for expected in (
+        {"detail": MALFORMED, "channel_id": channel_id},
+        {"detail": FORMAT},
+        {"detail": NO_CHANNEL, "channel_id": channel_id},
+        {"detail": MALFORMED, "channel_id": channel_id, "client_msg_id": "c-1"},
+        {"detail": MALFORMED},  # invalid values are not repeated
+    ):
         error = await proto.recv_json(ws)
         assert error["type"] == "error"
-        assert error["payload"] == {"detail": detail}
+        assert error["payload"] == expected
 
 
 async def test_connection_stays_open_after_every_error(proto, channel_id: int) -> None:

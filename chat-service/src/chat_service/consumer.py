@@ -110,11 +110,16 @@ class CommandProcessor:
     async def fail(self, command: ChatCommand, error: Exception) -> None:
         match command:
             case SendCmd(origin=origin):
-                await self.direct(origin, [wire.error_frame(wire.ERR_SEND_FAILED)])
+                failed = wire.error_frame(
+                    wire.ERR_SEND_FAILED,
+                    channel_id=command.channel_id,
+                    client_msg_id=command.client_msg_id,
+                )
+                await self.direct(origin, [failed])
             case JoinCmd(origin=origin, request_id=request_id):
                 await self.direct(
                     origin,
-                    [wire.error_frame(wire.ERR_JOIN_FAILED)],
+                    [wire.error_frame(wire.ERR_JOIN_FAILED, channel_id=command.channel_id)],
                     request_id=request_id,
                     ok=False,
                 )
@@ -138,7 +143,8 @@ class CommandProcessor:
         except Refused as refused:
             log.info("%s may not %s %s: %s", cmd.actor.username, cmd.action, cmd.target, refused)
             if cmd.origin is not None:
-                await self.direct(cmd.origin, [wire.error_frame(refused.wire_text)])
+                refusal = wire.error_frame(refused.wire_text, channel_id=cmd.channel_id)
+                await self.direct(cmd.origin, [refusal])
             answer = refused.reply()
         if cmd.request_id is not None:
             await self.moderation.reply(cmd.request_id, answer)
@@ -152,7 +158,8 @@ class CommandProcessor:
             add=cmd.add,
         )
         if count is None:
-            await self.direct(cmd.origin, [wire.error_frame(wire.ERR_NO_MESSAGE)])
+            missing = wire.error_frame(wire.ERR_NO_MESSAGE, channel_id=cmd.channel_id)
+            await self.direct(cmd.origin, [missing])
             return
         frame_type = wire.ReactAddFrame if cmd.add else wire.ReactRemoveFrame
         payload = wire.ReactOut(
@@ -188,7 +195,8 @@ class CommandProcessor:
                 pipe.sadd(self.keys.channels, *channel_ids)
             for cmd in cmds:
                 if (cmd.channel_id, cmd.actor.username) in banned:
-                    out, ok, last_seq = [wire.error_frame(wire.ERR_BANNED)], False, 0
+                    banned_frame = wire.error_frame(wire.ERR_BANNED, channel_id=cmd.channel_id)
+                    out, ok, last_seq = [banned_frame], False, 0
                 else:
                     out, ok, last_seq = history[cmd.channel_id], True, views[cmd.channel_id][1]
                 pipe.publish(
@@ -203,9 +211,8 @@ class CommandProcessor:
             await self.join_fresh([cmd])
             return
         if await self.moderation.store.is_banned(cmd.channel_id, cmd.actor.username):
-            await self.direct(
-                cmd.origin, [wire.error_frame(wire.ERR_BANNED)], request_id=cmd.request_id, ok=False
-            )
+            banned = wire.error_frame(wire.ERR_BANNED, channel_id=cmd.channel_id)
+            await self.direct(cmd.origin, [banned], request_id=cmd.request_id, ok=False)
             return
         await self.store.ensure_channel(cmd.channel_id)
         await self.redis.sadd(self.keys.channels, cmd.channel_id)

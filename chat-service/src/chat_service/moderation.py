@@ -22,9 +22,10 @@ import redis.asyncio as aioredis
 from msgspec import Struct
 
 from justchat import events, wire
-from justchat.events import MAX_SANCTION_S, ModerateCmd, ModerateReply, Outcome
+from justchat.events import ModerateCmd, ModerateReply, Outcome
 from justchat.keys import Keys
 from justchat.members import member_list
+from justchat.wire import MAX_SANCTION_S
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,12 @@ from chat_service.consumer import CommandProcessor
 from chat_service.moderation import Moderation, SanctionStore
 from chat_service.store import ChatStore
 from justchat import db, events, wire
-from justchat.events import MAX_SANCTION_S, Actor, ModerateCmd, ModerateReply, Origin
+from justchat.events import Actor, ModerateCmd, ModerateReply, Origin
 from justchat.keys import Keys
 from justchat.metrics import Registry
 from justchat.service import redis_client
 from justchat.settings import Settings
+from justchat.wire import MAX_SANCTION_S
 
 _channel_ids = itertools.count(random.randrange(1_000, 2**30))
 WAIT_S = 10

@@ -7,9 +7,14 @@ from typing import Annotated, Any, Final, Literal
 
 from msgspec import Meta, Struct
 
-from justchat.events import MAX_SANCTION_S
+from justchat import wire
 
-MAX_REASON_CHARS: Final = 500
+# The WebSocket's limits, which match what storage holds: chat-service binds a sanction's seconds
+# as int4 (about 68 years; 0 or null already means "until lifted").
+MAX_SANCTION_S: Final = wire.MAX_SANCTION_S
+MAX_REASON_CHARS: Final = wire.MAX_REASON_CHARS
+# Every string of a request: PostgreSQL text cannot hold U+0000 (a 422, not a failed query).
+TEXT: Final = Meta(pattern=wire.TEXT_PATTERN)
 
 Role = Literal["admin", "moderator", "user"]
 SanctionKind = Literal["mute", "ban"]
@@ -21,16 +26,18 @@ def _doc(description: str, example: Any) -> Meta:
 
 
 class SignupRequest(Struct, frozen=True, kw_only=True):
+    # Usernames: the signup rules refuse control characters (U+0000 too) with a clearer text.
     username: Annotated[str, _doc("3-30 characters once surrounding spaces are removed", "alice")]
     password: Annotated[
         str,
+        TEXT,
         _doc("8+ characters with an uppercase letter, a lowercase letter and a digit", "Secret123"),
     ]
 
 
 class LoginForm(Struct, frozen=True, kw_only=True):
-    username: Annotated[str, _doc("the account's username", "alice")]
-    password: Annotated[str, _doc("the account's password", "Secret123")]
+    username: Annotated[str, TEXT, _doc("the account's username", "alice")]
+    password: Annotated[str, TEXT, _doc("the account's password", "Secret123")]
 
 
 class UserPublic(Struct, frozen=True, kw_only=True):
@@ -72,9 +79,9 @@ class UsersPage(Struct, frozen=True, kw_only=True):
 
 class UserUpdate(Struct, frozen=True, kw_only=True):
     username: Annotated[str | None, _doc("new username; the signup rules apply", "alice2")] = None
-    password: Annotated[str | None, _doc("new password; the signup rules apply", "Secret456")] = (
-        None
-    )
+    password: (
+        Annotated[str, TEXT, _doc("new password; the signup rules apply", "Secret456")] | None
+    ) = None
     role: Annotated[
         Role | None, _doc("[ext] new role; admins only, never for guests", "moderator")
     ] = None
@@ -119,7 +126,12 @@ class ChannelMembers(Struct, frozen=True, kw_only=True):
 
 
 class SanctionRequest(Struct, frozen=True, kw_only=True):
-    username: Annotated[str, _doc("the user to sanction (must exist)", "mallory")]
+    username: Annotated[
+        str,
+        Meta(max_length=wire.MAX_NAME_CHARS),
+        TEXT,
+        _doc("the user to sanction (must exist)", "mallory"),
+    ]
     kind: Annotated[SanctionKind, _doc("mute or ban", "mute")]
     duration_s: (
         Annotated[
@@ -130,7 +142,9 @@ class SanctionRequest(Struct, frozen=True, kw_only=True):
         | None
     ) = None
     reason: (
-        Annotated[str, Meta(max_length=MAX_REASON_CHARS), _doc("shown to the channel", "spam")]
+        Annotated[
+            str, Meta(max_length=MAX_REASON_CHARS), TEXT, _doc("shown to the channel", "spam")
+        ]
         | None
     ) = None
 

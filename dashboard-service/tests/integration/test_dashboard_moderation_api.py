@@ -25,9 +25,10 @@ from litestar import Litestar
 
 from dashboard_service import create_app
 from justchat import events
-from justchat.events import MAX_SANCTION_S, Actor, ModerateCmd
+from justchat.events import Actor, ModerateCmd
 from justchat.keys import Keys, partition_of
 from justchat.settings import Settings
+from justchat.wire import MAX_SANCTION_S
 
 ServeApp = Callable[[Litestar], AbstractAsyncContextManager[httpx.AsyncClient]]
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]

@@ -179,20 +179,23 @@ class Gateway:
             if message["type"] == "websocket.disconnect":
                 return
             self.frames_in.inc()
+            text: str | None = message.get("text")  # None if binary; errors repeat its context
             try:
                 frame = wire.decode_client(_text_of(message))
                 await self.dispatch(conn, frame)
             except RateLimited as exc:
                 self.errors_out.inc()
-                conn.send_frames([wire.error_frame(exc.detail, retry_after_ms=exc.retry_after_ms)])
+                conn.send_frames(
+                    [wire.reply_error(exc.detail, text, retry_after_ms=exc.retry_after_ms)]
+                )
             except ProtocolError as exc:
-                self._error(conn, exc.detail)
+                self._error(conn, exc.detail, text)
             except (RedisError, OSError, Unavailable) as exc:
                 log.warning("redis unavailable for %s: %r", conn.conn_id, exc)
-                self._error(conn, wire.ERR_UNAVAILABLE)
+                self._error(conn, wire.ERR_UNAVAILABLE, text)
             except Exception:
                 log.exception("unexpected error handling a frame from %s", conn.conn_id)
-                self._error(conn, wire.ERR_UNEXPECTED)
+                self._error(conn, wire.ERR_UNEXPECTED, text)
 
     async def dispatch(self, conn: Connection, frame: wire.ClientFrame) -> None:
         session = conn.session
@@ -440,9 +443,10 @@ class Gateway:
     def _origin(self, conn: Connection) -> Origin:
         return Origin(gateway=self.gateway_id, conn=conn.conn_id)
 
-    def _error(self, conn: Connection, detail: str) -> None:
+    def _error(self, conn: Connection, detail: str, frame_text: str | None) -> None:
+        """Send ``detail`` to ``conn``, in reply to the client frame ``frame_text``."""
         self.errors_out.inc()
-        conn.send_frames([wire.error_frame(detail)])
+        conn.send_frames([wire.reply_error(detail, frame_text)])
 
     async def _command(self, partition: int, command: Command) -> None:
         await self._xadd(self.keys.cmd_stream(partition), command)

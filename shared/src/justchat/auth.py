@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Final
+from typing import Final, TypeGuard
 
 import jwt
 from argon2 import PasswordHasher
@@ -11,9 +12,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from msgspec import Struct
 
 from justchat.errors import AuthError
+from justchat.wire import INT64_MAX, MAX_NAME_CHARS, TEXT_PATTERN
 
 ALGORITHM: Final = "HS256"
 ROLES: Final = ("admin", "moderator", "user", "guest")
+# users.id is a bigint from 1: ASCII digits (str.isdecimal takes "٢" as 2), no sign, no leading
+# zero, so that a subject names one id, within the column's range (checked after parsing).
+_SUBJECT: Final = re.compile("[1-9][0-9]{0,18}")
+_NAME: Final = re.compile(TEXT_PATTERN)
 _hasher: Final = PasswordHasher()  # argon2id with the library's (RFC 9106 low-memory) defaults
 
 
@@ -49,11 +55,23 @@ def verify_token(token: str, secret: str) -> Claims:
     except jwt.InvalidTokenError as exc:
         raise AuthError("invalid token") from exc
     sub, username, role = data.get("sub"), data.get("username"), data.get("role", "user")
-    if not isinstance(sub, str) or not sub.isdecimal():
+    if not isinstance(sub, str) or not _SUBJECT.fullmatch(sub) or int(sub) > INT64_MAX:
         raise AuthError("invalid subject")
-    if not isinstance(username, str) or role not in ROLES:
+    if not _is_name(username) or role not in ROLES:
         raise AuthError("invalid claims")
-    return Claims(user_id=int(sub), username=username, role=role, expires_at=int(data["exp"]))
+    expires_at = int(data["exp"])  # PyJWT has checked that it is a number in the future
+    if expires_at > INT64_MAX:
+        raise AuthError("invalid claims")
+    return Claims(user_id=int(sub), username=username, role=role, expires_at=expires_at)
+
+
+def _is_name(value: object) -> TypeGuard[str]:
+    """A username that storage can hold (the token names the sender of what it sends)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_NAME_CHARS
+        and _NAME.match(value) is not None
+    )
 
 
 def hash_password(password: str) -> str:

@@ -66,11 +66,6 @@ class GuestCmd(Command, frozen=True, kw_only=True, tag="guest"):
     username: str
 
 
-# The longest mute or ban in seconds (about 68 years): chat-service stores durations as a
-# PostgreSQL ``integer``. The edges (REST, WebSocket) reject longer ones; chat-service refuses them.
-MAX_SANCTION_S: Final = 2**31 - 1
-
-
 class ModerateCmd(Command, frozen=True, kw_only=True, tag="moderate"):
     """kick, mute, unmute, ban or unban ``target`` (a username) in a channel.
 

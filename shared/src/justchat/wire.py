@@ -11,9 +11,10 @@ the frame entirely: the original client never sees a key it does not know.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
@@ -21,14 +22,32 @@ from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 from justchat.errors import ProtocolError
 
 # -- limits and error texts ------------------------------------------------------------------
+# Every value a client sends is checked here against what storage can hold (migrations/): a
+# frame that passes decoding must never fail further down, where it would end as a traceback or
+# a dead letter instead of "Malformed message.".
 
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
+INT64_MAX: Final = 2**63 - 1
 MAX_CLIENT_MSG_ID: Final = 64
 MAX_HISTORY_PAGE: Final = 100
+MAX_NAME_CHARS: Final = 64  # above any username (3-30) or guest name (Guest + an int64)
+MAX_REASON_CHARS: Final = 500
+MAX_EMOTE_CHARS: Final = 64
+# Mutes and bans: chat-service computes the expiry with an int4 parameter ($n::int).
+MAX_SANCTION_S: Final = INT32_MAX
+# Strings that storage can hold: PostgreSQL text cannot hold U+0000, and UTF-8 no lone surrogate.
+# Client frames: msgspec's JSON decoder refuses lone surrogates, and decode_client refuses U+0000
+# in any string field (a pattern would cost a regex per string on the hot path). Other decoders
+# (the REST API, tokens) use the pattern.
+TEXT_PATTERN: Final = "^[^\\x00\\ud800-\\udfff]*$"
 
-ChannelId = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]
-Seq = Annotated[int, Meta(ge=0)]
+ChannelId = Annotated[int, Meta(ge=INT32_MIN, le=INT32_MAX)]  # channels.id is integer
+Seq = Annotated[int, Meta(ge=0, le=INT64_MAX)]  # messages.seq is bigint
+Name = Annotated[str, Meta(max_length=MAX_NAME_CHARS)]
+Reason = Annotated[str, Meta(max_length=MAX_REASON_CHARS)]
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID)]
+SanctionSeconds = Annotated[int, Meta(ge=0, le=MAX_SANCTION_S)]
 
 ERR_INVALID_HELLO: Final = "Invalid HELLO message"
 ERR_INVALID_FORMAT: Final = "Invalid message format"
@@ -75,34 +94,34 @@ class JoinIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 class ChatSendIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
-    content: str
-    client_msg_id: Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_MSG_ID)] | None = None
+    content: str  # its length limit is a setting, checked by the gateway
+    client_msg_id: ClientMsgId | None = None
 
 
 class ReactIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    emote: Annotated[str, Meta(min_length=1, max_length=64)]
-    message_id: str
+    emote: Annotated[str, Meta(min_length=1, max_length=MAX_EMOTE_CHARS)]
+    message_id: str  # a UUID, checked by the gateway
     channel_id: ChannelId
 
 
 class KickIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
-    target: str
-    reason: str | None = None
+    target: Name
+    reason: Reason | None = None
 
 
 class MuteIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """chat_mute, chat_ban and chat_unban: duration in seconds, null or 0 is indefinite."""
 
     channel_id: ChannelId
-    target: str
-    duration: Annotated[int, Meta(ge=0)] | None = None
-    reason: str | None = None
+    target: Name
+    duration: SanctionSeconds | None = None
+    reason: Reason | None = None
 
 
 class UnmuteIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel_id: ChannelId
-    target: str
+    target: Name
 
 
 class HistoryIn(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -173,7 +192,7 @@ def decode_client(data: str | bytes) -> ClientFrame:
         envelope = _envelope_decoder.decode(data)
     except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
         # RecursionError: JSON nested thousands deep, which the frame size limit allows.
-        raise ProtocolError(ERR_INVALID_FORMAT) from exc
+        raise ProtocolError(_fault_of_undecodable(data)) from exc
     decoder = _payload_decoders.get(envelope.type)
     if decoder is None:
         raise ProtocolError(ERR_INVALID_FORMAT)
@@ -189,7 +208,31 @@ def decode_client(data: str | bytes) -> ClientFrame:
         payload = decoder.decode(envelope.payload)
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(ERR_MALFORMED) from exc
+    if _holds_nul(payload):
+        raise ProtocolError(ERR_MALFORMED)
     return ClientFrame(type=envelope.type, payload=payload)
+
+
+def _holds_nul(payload: ClientPayload) -> bool:
+    # A one-character search is a memchr: far cheaper than a pattern (a regex) on each field.
+    for field in payload.__struct_fields__:
+        value = getattr(payload, field)
+        if isinstance(value, str) and "\x00" in value:
+            return True
+    return False
+
+
+def _fault_of_undecodable(data: str | bytes) -> str:
+    """The error for a frame msgspec cannot decode: "Malformed" if it is JSON of a known type.
+
+    The JSON grammar allows an escaped lone surrogate (``"\\ud800"``), which no string can hold
+    and msgspec refuses; such a frame is still a known type with a bad payload.
+    """
+    frame = _json_or_none(data)
+    frame_type = frame.get("type") if isinstance(frame, dict) else None
+    if isinstance(frame_type, str) and frame_type in CLIENT_PAYLOADS:
+        return ERR_MALFORMED
+    return ERR_INVALID_FORMAT
 
 
 def encode_client(frame_type: str, payload: ClientPayload, *, stamp: bool = False) -> bytes:
@@ -217,6 +260,9 @@ class HelloOut(Struct, frozen=True, kw_only=True):
 class ErrorOut(Struct, frozen=True, kw_only=True):
     detail: str
     retry_after_ms: int | UnsetType = UNSET
+    # [ext] The client frame that caused the error, when it named them: which send failed.
+    channel_id: int | UnsetType = UNSET
+    client_msg_id: str | UnsetType = UNSET
 
 
 class ReactionSummary(Struct, frozen=True, kw_only=True):
@@ -414,9 +460,87 @@ def fresh_frame(frame_type: type[ServerFrame], payload: Struct) -> bytes:
     return encode_frame(frame)
 
 
-def error_frame(detail: str, *, retry_after_ms: int | None = None) -> bytes:
-    """An encoded ``error`` frame, fresh id and timestamp."""
+def error_frame(
+    detail: str,
+    *,
+    retry_after_ms: int | None = None,
+    channel_id: int | None = None,
+    client_msg_id: str | None = None,
+) -> bytes:
+    """An encoded ``error`` frame, fresh id and timestamp; absent keys for None arguments."""
     payload = ErrorOut(
-        detail=detail, retry_after_ms=UNSET if retry_after_ms is None else retry_after_ms
+        detail=detail,
+        retry_after_ms=UNSET if retry_after_ms is None else retry_after_ms,
+        channel_id=UNSET if channel_id is None else channel_id,
+        client_msg_id=UNSET if client_msg_id is None else client_msg_id,
     )
     return fresh_frame(ErrorFrame, payload)
+
+
+class FrameContext(Struct, frozen=True, kw_only=True):
+    """What an error frame repeats of the client frame that caused it."""
+
+    channel_id: int | None = None
+    client_msg_id: str | None = None
+
+
+NO_CONTEXT: Final = FrameContext()
+
+
+def frame_context(data: str | bytes | None) -> FrameContext:
+    """The ``channel_id`` and ``client_msg_id`` of a client frame, each only if it is valid.
+
+    Lenient, for the error path: the frame may be malformed anywhere else (that may be why it
+    is answered with an error), and a value that is itself invalid is left out rather than
+    echoed, so an error frame never carries a key of the wrong type.
+    """
+    frame = None if data is None else _json_or_none(data)
+    payload = frame.get("payload") if isinstance(frame, dict) else None
+    if not isinstance(payload, dict):
+        return NO_CONTEXT
+    return FrameContext(
+        channel_id=_convert_or_none(payload.get("channel_id"), ChannelId),
+        client_msg_id=_convert_or_none(payload.get("client_msg_id"), _EchoedMsgId),
+    )
+
+
+# Only a client_msg_id that decode_client would accept is repeated (the error path: a regex is
+# cheap here).
+_EchoedMsgId = Annotated[ClientMsgId, Meta(pattern=TEXT_PATTERN)]
+
+
+def _json_or_none(data: str | bytes) -> Any:
+    """``data`` parsed by the JSON grammar (which, unlike msgspec, lets a string hold an escaped
+    lone surrogate), or None if it is not JSON."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+        return json.loads(text, parse_constant=_not_json)  # NaN and Infinity are not JSON
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        return None
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _convert_or_none(value: Any, kind: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return msgspec.convert(value, kind, strict=False)  # "8" is 8, as in decode_client
+    except (msgspec.ValidationError, UnicodeError):  # a str holding a lone surrogate
+        return None
+
+
+def reply_error(
+    detail: str, data: str | bytes | None, *, retry_after_ms: int | None = None
+) -> bytes:
+    """An encoded ``error`` frame answering the client frame ``data`` (None if it had no text):
+    it carries the frame's ``channel_id`` and ``client_msg_id`` when the frame had valid ones."""
+    context = frame_context(data)
+    return error_frame(
+        detail,
+        retry_after_ms=retry_after_ms,
+        channel_id=context.channel_id,
+        client_msg_id=context.client_msg_id,
+    )

@@ -104,10 +104,32 @@ def test_required_claims(missing: str) -> None:
     assert reason(raw_token(claims)) == "invalid token"
 
 
-@pytest.mark.parametrize("sub", ["alice", "-7", "7.0", "0x7", " 7", "", "7a"])
+@pytest.mark.parametrize("sub", ["alice", "-7", "7.0", "0x7", " 7", "", "7a", "7\n", "+7"])
 def test_non_decimal_sub(sub: str) -> None:
     claims = {"sub": sub, "username": "alice", "exp": int(time.time()) + 60}
     assert reason(raw_token(claims)) == "invalid subject"
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        pytest.param("\u0662", id="arabic-indic-2"),  # str.isdecimal() says yes; int() gives 2
+        pytest.param("\uff17", id="fullwidth-7"),
+        pytest.param("1\u0660", id="arabic-indic-10"),
+        pytest.param("9" * 30, id="30-digits"),
+        pytest.param(str(2**63), id="2**63"),
+        pytest.param("0", id="zero"),  # ids start at 1
+        pytest.param("007", id="leading-zeros"),  # one id, one spelling
+    ],
+)
+def test_sub_outside_the_user_id_column_is_refused(sub: str) -> None:
+    claims = {"sub": sub, "username": "alice", "exp": int(time.time()) + 60}
+    assert reason(raw_token(claims)) == "invalid subject"
+
+
+@pytest.mark.parametrize("user_id", [1, 10, 2**31, 2**63 - 1])
+def test_every_bigint_user_id_round_trips(user_id: int) -> None:
+    assert auth.verify_token(token(user_id=user_id), SECRET).user_id == user_id
 
 
 def test_integer_sub_is_refused() -> None:
@@ -123,6 +145,10 @@ def test_integer_sub_is_refused() -> None:
         {"username": 5},
         {"username": "alice", "role": "superuser"},
         {"username": "alice", "role": None},
+        {"username": ""},
+        {"username": "a\u0000"},  # it would be stored as the sender's name
+        {"username": "a" * 65},
+        {"username": "alice", "exp": 10**30},  # beyond any clock, and beyond int64
     ],
 )
 def test_invalid_claims(claims: dict[str, Any]) -> None:

@@ -148,6 +148,22 @@ def test_extended_chat_send_golden_carries_the_extensions() -> None:
     ]
 
 
+def test_plain_error_golden_has_only_the_original_key() -> None:
+    """What the original client sees for an error it caused: ``detail`` alone."""
+    payload = json.loads(golden_line(GOLDEN / "server" / "error.json"))["payload"]
+    assert list(payload) == ["detail"]
+
+
+def test_error_context_golden_names_the_failed_frame() -> None:
+    frame = wire.decode_server(golden_line(GOLDEN / "server" / "error.context.json"))
+    assert isinstance(frame, wire.ErrorFrame)
+    assert frame.payload == wire.ErrorOut(
+        detail=wire.ERR_SEND_FAILED, channel_id=8, client_msg_id="c-7f3a"
+    )
+    built = wire.error_frame(wire.ERR_SEND_FAILED, channel_id=8, client_msg_id="c-7f3a")
+    assert raw_payload(built) == raw_payload(golden_line(GOLDEN / "server" / "error.context.json"))
+
+
 def test_history_golden_decodes_messages_in_order() -> None:
     frame = wire.decode_server(golden_line(GOLDEN / "server" / "channel_history.json"))
     assert isinstance(frame, wire.HistoryFrame)

@@ -175,6 +175,139 @@ def test_payload_errors(frame_type: str, payload: Any) -> None:
     assert detail_of(frame(frame_type, payload)) == MALFORMED
 
 
+# -- limits that match storage (issue 9): out of range is "Malformed message.", never further --
+
+NUL = "\u0000"
+
+
+@pytest.mark.parametrize(
+    ("frame_type", "payload"),
+    [
+        # messages.seq is bigint: beyond it, chat-service's query (or msgpack) would fail.
+        pytest.param("channel_join", {"channel_id": 8, "since_seq": 2**70}, id="since-2**70"),
+        pytest.param("channel_join", {"channel_id": 8, "since_seq": 2**63}, id="since-2**63"),
+        pytest.param("channel_join", {"channel_id": 8, "since_seq": str(2**63)}, id="since-str"),
+        pytest.param("channel_history", {"channel_id": 8, "before_seq": 2**63}, id="before-2**63"),
+        pytest.param(
+            "channel_history", {"channel_id": 8, "before_seq": 2**64 + 1}, id="before-2**64+1"
+        ),
+        # chat-service binds a sanction's seconds as int4.
+        pytest.param(
+            "chat_mute", {"channel_id": 8, "target": "b", "duration": 2**31}, id="mute-2**31"
+        ),
+        pytest.param(
+            "chat_ban", {"channel_id": 8, "target": "b", "duration": 10**30}, id="ban-10**30"
+        ),
+        pytest.param(
+            "chat_mute", {"channel_id": 8, "target": "b", "duration": "2147483648"}, id="mute-str"
+        ),
+        # PostgreSQL text cannot hold U+0000: every string that is stored refuses it.
+        pytest.param("chat_send", {"channel_id": 8, "content": f"a{NUL}b"}, id="content-nul"),
+        pytest.param(
+            "chat_send",
+            {"channel_id": 8, "content": "x", "client_msg_id": f"c{NUL}"},
+            id="client-msg-id-nul",
+        ),
+        pytest.param(
+            "chat_react_add",
+            {"emote": NUL, "message_id": UUID, "channel_id": 8},
+            id="emote-nul",
+        ),
+        pytest.param("chat_kick", {"channel_id": 8, "target": f"b{NUL}"}, id="kick-target-nul"),
+        pytest.param(
+            "chat_mute", {"channel_id": 8, "target": "b", "reason": NUL}, id="mute-reason-nul"
+        ),
+        pytest.param("chat_unban", {"channel_id": 8, "target": NUL}, id="unban-target-nul"),
+        # Longer than any username, longer than a reason may be.
+        pytest.param(
+            "chat_ban",
+            {"channel_id": 8, "target": "b" * (wire.MAX_NAME_CHARS + 1)},
+            id="target-too-long",
+        ),
+        pytest.param(
+            "chat_kick",
+            {"channel_id": 8, "target": "b", "reason": "r" * (wire.MAX_REASON_CHARS + 1)},
+            id="reason-too-long",
+        ),
+    ],
+)
+def test_values_storage_cannot_hold_are_malformed(frame_type: str, payload: Any) -> None:
+    assert detail_of(frame(frame_type, payload)) == MALFORMED
+
+
+def test_nul_elsewhere_is_not_refused() -> None:
+    """Only the payload's own fields are stored: U+0000 in an ignored key changes nothing, and
+    the six characters of a literal backslash-u-0000 are ordinary text."""
+    data = frame("chat_send", {"channel_id": 8, "content": "\\u0000", f"x{NUL}": f"y{NUL}"})
+    assert wire.decode_client(data).payload == wire.ChatSendIn(channel_id=8, content="\\u0000")
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\udc00x", "a\\ud83d"])
+def test_lone_surrogate_escapes_are_refused(escape: str) -> None:
+    data = f'{{"type": "chat_send", "payload": {{"channel_id": 8, "content": "{escape}"}}}}'
+    assert detail_of(data) == MALFORMED
+
+
+def test_a_surrogate_pair_escape_is_one_character() -> None:
+    data = '{"type": "chat_send", "payload": {"channel_id": 8, "content": "\\ud83d\\ude00"}}'
+    assert wire.decode_client(data).payload == wire.ChatSendIn(channel_id=8, content="😀")
+
+
+@pytest.mark.parametrize(
+    ("frame_type", "payload", "expected"),
+    [
+        (
+            "channel_join",
+            {"channel_id": 8, "since_seq": wire.INT64_MAX},
+            wire.JoinIn(channel_id=8, since_seq=2**63 - 1),
+        ),
+        (
+            "channel_history",
+            {"channel_id": 8, "before_seq": str(wire.INT64_MAX)},
+            wire.HistoryIn(channel_id=8, before_seq=2**63 - 1),
+        ),
+        (
+            "chat_mute",
+            {"channel_id": 8, "target": "b", "duration": wire.MAX_SANCTION_S},
+            wire.MuteIn(channel_id=8, target="b", duration=2**31 - 1),
+        ),
+        (
+            "chat_kick",
+            {"channel_id": 8, "target": "b" * 64, "reason": "r" * 500},
+            wire.KickIn(channel_id=8, target="b" * 64, reason="r" * 500),
+        ),
+        (
+            "chat_send",
+            {"channel_id": 8, "content": "line\nbreak\ttab \u202e 🙂 \u0001"},
+            wire.ChatSendIn(channel_id=8, content="line\nbreak\ttab \u202e 🙂 \u0001"),
+        ),
+    ],
+)
+def test_the_largest_values_storage_holds_are_accepted(
+    frame_type: str, payload: dict[str, Any], expected: wire.ClientPayload
+) -> None:
+    assert wire.decode_client(frame(frame_type, payload)).payload == expected
+
+
+@settings(max_examples=200)
+@given(text=st.text())
+def test_text_is_accepted_unless_it_holds_nul(text: str) -> None:
+    data = frame("chat_send", {"channel_id": 8, "content": text})
+    if NUL in text:
+        assert detail_of(data) == MALFORMED
+    else:
+        assert wire.decode_client(data).payload == wire.ChatSendIn(channel_id=8, content=text)
+
+
+@given(value=st.integers(min_value=-(2**80), max_value=2**80))
+def test_seq_fields_accept_exactly_the_bigint_range(value: int) -> None:
+    data = frame("channel_history", {"channel_id": 8, "before_seq": value})
+    if 0 <= value <= 2**63 - 1:
+        assert wire.decode_client(data).payload == wire.HistoryIn(channel_id=8, before_seq=value)
+    else:
+        assert detail_of(data) == MALFORMED
+
+
 @pytest.mark.parametrize(
     "timestamp",
     ["garbage", "", "2025-13-01T00:00:00Z", "2025-01-15T25:00:00Z", "15/01/2025", "Z"],
@@ -519,6 +652,104 @@ def test_error_frame_retry_after_only_when_given() -> None:
     assert data["payload"] == {"detail": wire.ERR_TOO_FAST, "retry_after_ms": 250}
     # 0 is a value, not "absent".
     assert json.loads(wire.error_frame("x", retry_after_ms=0))["payload"]["retry_after_ms"] == 0
+
+
+def test_error_frame_context_only_when_given() -> None:
+    assert json.loads(wire.error_frame(MALFORMED))["payload"] == {"detail": MALFORMED}
+    data = json.loads(wire.error_frame(wire.ERR_SEND_FAILED, channel_id=0, client_msg_id="c-1"))
+    assert data["payload"] == {
+        "detail": wire.ERR_SEND_FAILED,
+        "channel_id": 0,  # 0 is a channel, not "absent"
+        "client_msg_id": "c-1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            frame("chat_send", {"channel_id": 8, "content": "x", "client_msg_id": "c-1"}),
+            wire.FrameContext(channel_id=8, client_msg_id="c-1"),
+            id="valid-send",
+        ),
+        pytest.param(
+            frame("chat_send", {"channel_id": "8", "content": "a\u0000", "client_msg_id": "c"}),
+            wire.FrameContext(channel_id=8, client_msg_id="c"),
+            id="malformed-content-numeric-string",
+        ),
+        pytest.param(
+            frame("chat_send", {"channel_id": 2**31, "client_msg_id": "c" * 65}),
+            wire.NO_CONTEXT,
+            id="both-invalid-left-out",
+        ),
+        pytest.param(
+            frame("channel_join", {"channel_id": -5, "since_seq": 2**70}),
+            wire.FrameContext(channel_id=-5),
+            id="join",
+        ),
+        pytest.param(
+            frame("chat_send", {"channel_id": True, "client_msg_id": "c"}),
+            wire.FrameContext(client_msg_id="c"),
+            id="bool-channel",
+        ),
+        pytest.param(frame("fuzz", {"channel_id": 3}), wire.FrameContext(channel_id=3), id="type"),
+        pytest.param(
+            '{"type": "chat_send", "payload": {"channel_id": 8, "content": "\\ud800",'
+            ' "client_msg_id": "c"}}',
+            wire.FrameContext(channel_id=8, client_msg_id="c"),
+            id="lone-surrogate-elsewhere",  # msgspec refuses the frame; the context is kept
+        ),
+        pytest.param(
+            '{"payload": {"channel_id": 8, "client_msg_id": "c\\udc00"}}',
+            wire.FrameContext(channel_id=8),
+            id="lone-surrogate-in-client-msg-id",
+        ),
+        pytest.param(
+            '{"payload": {"channel_id": "8\\ud800", "client_msg_id": "\\udfff"}}',
+            wire.NO_CONTEXT,
+            id="lone-surrogates-in-both",
+        ),
+        pytest.param(
+            '{"payload": {"channel_id": NaN, "client_msg_id": "c"}}',
+            wire.NO_CONTEXT,
+            id="not-json",
+        ),
+        pytest.param(frame("chat_send", [8]), wire.NO_CONTEXT, id="payload-list"),
+        pytest.param(frame("chat_send", None), wire.NO_CONTEXT, id="payload-null"),
+        pytest.param(b'{"type": "chat_send"}', wire.NO_CONTEXT, id="no-payload"),
+        pytest.param(b"[1, 2]", wire.NO_CONTEXT, id="not-an-object"),
+        pytest.param(b'{"payload": {"channel_id": 8', wire.NO_CONTEXT, id="truncated"),
+        pytest.param(b"\xff\xfe", wire.NO_CONTEXT, id="not-utf8"),
+        pytest.param("[" * 5000, wire.NO_CONTEXT, id="deep"),
+        pytest.param(None, wire.NO_CONTEXT, id="binary-frame"),
+    ],
+)
+def test_frame_context_takes_only_valid_values(
+    data: str | bytes | None, expected: wire.FrameContext
+) -> None:
+    assert wire.frame_context(data) == expected
+
+
+def test_reply_error_repeats_the_frames_context() -> None:
+    sent = frame("chat_send", {"channel_id": 8, "content": "\u0000", "client_msg_id": "c-9"})
+    data = json.loads(wire.reply_error(MALFORMED, sent))
+    assert data["payload"] == {"detail": MALFORMED, "channel_id": 8, "client_msg_id": "c-9"}
+    rate = json.loads(wire.reply_error(wire.ERR_TOO_FAST, sent, retry_after_ms=5))
+    assert rate["payload"] == {
+        "detail": wire.ERR_TOO_FAST,
+        "retry_after_ms": 5,
+        "channel_id": 8,
+        "client_msg_id": "c-9",
+    }
+    assert json.loads(wire.reply_error(INVALID_FORMAT, None))["payload"] == {
+        "detail": INVALID_FORMAT
+    }
+
+
+@given(data=st.binary(max_size=200) | st.text(max_size=200))
+def test_frame_context_never_raises(data: bytes | str) -> None:
+    context = wire.frame_context(data)
+    assert context.channel_id is None or wire.INT32_MIN <= context.channel_id <= wire.INT32_MAX
 
 
 def test_unset_extension_fields_are_absent() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Annotated, Final, TypeAlias, TypeVar
 
 from litestar.exceptions import ServiceUnavailableException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter
 from redis.exceptions import RedisError
 
 from dashboard_service.guards import (
@@ -20,6 +22,7 @@ from dashboard_service.guards import (
 from dashboard_service.routes._docs import error
 from dashboard_service.schemas import UserPublic
 from dashboard_service.store import UserRecord
+from justchat import wire
 from justchat.events import Actor
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,12 @@ CHANNEL_NOT_FOUND: Final = "Channel doesn't exist"
 PRESENCE_DOWN: Final = "Live presence is unavailable; try again."
 
 # Column ranges: a path id outside them cannot name a row (and asyncpg would refuse to send it).
-INT32_MAX: Final = 2**31 - 1
-INT64_MAX: Final = 2**63 - 1
+INT32_MAX: Final = wire.INT32_MAX
+INT64_MAX: Final = wire.INT64_MAX
+# Every string parameter: PostgreSQL text cannot hold U+0000 (Parameter(pattern=TEXT_PATTERN)).
+TEXT_PATTERN: Final = wire.TEXT_PATTERN
+_INTEGER: Final = re.compile("-?[0-9]+")  # int() also takes "1_000" and other scripts' digits
+TextPath: TypeAlias = Annotated[str, PathParameter(pattern=TEXT_PATTERN)]
 
 EXAMPLE_TIME: Final = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 EXAMPLE_USER: Final = UserPublic(
@@ -68,6 +75,11 @@ def is_user_id(value: int) -> bool:
 
 def is_channel_id(value: int) -> bool:
     return -INT32_MAX - 1 <= value <= INT32_MAX
+
+
+def parse_integer(text: str) -> int | None:
+    """An integer written in ASCII digits with an optional minus sign, else None."""
+    return int(text) if _INTEGER.fullmatch(text) else None
 
 
 def total_pages(total: int, page_size: int) -> int:

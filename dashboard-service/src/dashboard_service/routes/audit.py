@@ -14,14 +14,17 @@ from dashboard_service.routes._common import (
     BEARER_AUTH,
     EXAMPLE_TIME,
     STAFF,
+    TEXT_PATTERN,
     is_channel_id,
     offset_of,
+    parse_integer,
     staff_errors,
     total_pages,
 )
 from dashboard_service.routes._docs import error, ok
 from dashboard_service.rules import InvalidInput
 from dashboard_service.schemas import AuditEntry, AuditPage
+from justchat import wire
 
 MAX_PAGE_SIZE: Final = 100
 BAD_CHANNEL_ID: Final = "Invalid request: channel_id: Expected a 32-bit integer"
@@ -40,16 +43,19 @@ _EXAMPLE = AuditEntry(
 Action = Literal["", "kick", "mute", "unmute", "ban", "unban"]
 
 
+def _name_filter(description: str) -> QueryParameter:
+    return QueryParameter(
+        max_length=wire.MAX_NAME_CHARS, pattern=TEXT_PATTERN, description=description
+    )
+
+
 def _channel_filter(raw: str) -> int | None:
     """The ``channel_id`` query value: empty for any channel (clients send ``channel_id=``)."""
     text = raw.strip()
     if not text:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput(BAD_CHANNEL_ID) from None
-    if not is_channel_id(value):
+    value = parse_integer(text)
+    if value is None or not is_channel_id(value):
         raise InvalidInput(BAD_CHANNEL_ID)
     return value
 
@@ -80,8 +86,8 @@ async def audit_log(
         int,
         QueryParameter(ge=1, le=MAX_PAGE_SIZE, description=f"entries per page, 1-{MAX_PAGE_SIZE}"),
     ] = 20,
-    actor: Annotated[str, QueryParameter(description="username of whoever acted")] = "",
-    target: Annotated[str, QueryParameter(description="username acted upon")] = "",
+    actor: Annotated[str, _name_filter("username of whoever acted")] = "",
+    target: Annotated[str, _name_filter("username acted upon")] = "",
     action: Annotated[Action, QueryParameter(description="kick, mute, unmute, ban or unban")] = "",
     channel_id: Annotated[str, QueryParameter(description="a channel id")] = "",
 ) -> AuditPage:

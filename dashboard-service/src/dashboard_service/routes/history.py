@@ -24,6 +24,7 @@ from dashboard_service.routes._common import (
     INT64_MAX,
     REGISTERED,
     is_channel_id,
+    parse_integer,
 )
 from dashboard_service.routes._docs import error, ok
 from dashboard_service.rules import InvalidInput
@@ -74,11 +75,8 @@ def _before_seq(raw: str) -> int | None:
     text = raw.strip()
     if not text:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput(BAD_BEFORE_SEQ) from None
-    if value < 0:
+    value = parse_integer(text)
+    if value is None or value < 0:
         raise InvalidInput(BAD_BEFORE_SEQ)
     return min(value, INT64_MAX)
 

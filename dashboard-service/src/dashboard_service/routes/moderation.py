@@ -44,6 +44,7 @@ from dashboard_service.routes._common import (
     CHANNEL_NOT_FOUND,
     EXAMPLE_TIME,
     STAFF,
+    TextPath,
     actor_of,
     is_channel_id,
     staff_errors,
@@ -52,7 +53,7 @@ from dashboard_service.routes._docs import error, ok
 from dashboard_service.schemas import Sanction, SanctionKind, SanctionRequest, Sanctions
 from dashboard_service.store import UserRecord, UserStore
 from justchat import wire
-from justchat.events import MAX_SANCTION_S
+from justchat.wire import MAX_SANCTION_S
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class SanctionsController(Controller):
         self,
         channel_id: FromPath[int],
         kind: FromPath[SanctionKind],
-        username: FromPath[str],
+        username: TextPath,
         chat: NamedDependency[ChatStore],
         users: NamedDependency[UserStore],
         moderator: NamedDependency[Moderator],

@@ -18,6 +18,7 @@ from dashboard_service.routes._common import (
     BEARER_AUTH,
     EXAMPLE_USER,
     STAFF,
+    TEXT_PATTERN,
     clamp_offset,
     is_user_id,
     offset_of,
@@ -103,7 +104,9 @@ class UsersController(Controller):
         search: Annotated[
             str,
             QueryParameter(
-                max_length=MAX_SEARCH_CHARS, description="case-insensitive part of the username"
+                max_length=MAX_SEARCH_CHARS,
+                pattern=TEXT_PATTERN,
+                description="case-insensitive part of the username",
             ),
         ] = "",
     ) -> UsersPage:
