@@ -17,10 +17,14 @@ from litestar.types import ExceptionHandlersMap
 from dashboard_service.rules import InvalidInput
 from dashboard_service.schemas import ErrorBody
 from dashboard_service.store import UsernameTaken
+from justchat import wire
 
 log = logging.getLogger(__name__)
 
 USERNAME_TAKEN: Final = "Username already exists."
+TEXT_REFUSED: Final = "NUL characters and lone surrogates are not allowed"
+# How msgspec words a string that fails wire.TEXT_PATTERN: said in plain words instead.
+_TEXT_PATTERN_MESSAGE: Final = f"Expected `str` matching regex {wire.TEXT_PATTERN!r}"
 
 
 def error_response(
@@ -40,6 +44,8 @@ def validation_detail(exc: ValidationException) -> str:
         message, key = str(problem.get("message", "invalid")), problem.get("key")
         # ``data`` is the whole body: naming it would only confuse.
         whole_body = key in (None, "data")
+        if message == _TEXT_PATTERN_MESSAGE:
+            message = TEXT_REFUSED
         if message == repr(key):  # Litestar reports an absent value by its KeyError
             message = "the request body is missing" if whole_body else "missing"
         parts.append(message if whole_body else f"{key}: {message}")

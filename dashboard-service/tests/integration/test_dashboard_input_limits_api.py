@@ -22,7 +22,7 @@ from justchat.settings import Settings
 USERS = "/api/v1/dashboard/users"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 JSON = {"Content-Type": "application/json"}
-NUL_PATTERN = f"Expected `str` matching regex {wire.TEXT_PATTERN!r}"
+NUL_PATTERN = "NUL characters and lone surrogates are not allowed"
 
 
 class Caller(Protocol):

@@ -499,7 +499,11 @@ async def test_a_nul_character_is_422_and_sends_nothing(
     else:
         response = await http.delete(f"{url}/mute/{target.username}%00", headers=admin.headers)
     name = field.removeprefix("lifted ")
-    assert_error(response, 422, f"Invalid request: {name}: NUL characters are not allowed")
+    assert_error(
+        response,
+        422,
+        f"Invalid request: {name}: NUL characters and lone surrogates are not allowed",
+    )
     assert await stream_end(redis, stream_of(channel_id)) == before
 
 

@@ -166,8 +166,11 @@ class PartitionWorker(Generic[C]):
             self._wake.clear()
             if not self.joining:
                 await self._flush_acks()
+                # asyncio.timeout, not wait_for: on 3.11, wait_for loses a cancellation that
+                # arrives as the event is set, and the lane would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), BLOCK_MS / 1000)
+                    async with asyncio.timeout(BLOCK_MS / 1000):
+                        await self._wake.wait()
             return
         # COUNT applies per stream: together the streams fill about one BATCH.
         count = max(1, -(-BATCH // len(self.reading)))

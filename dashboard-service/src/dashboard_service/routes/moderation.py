@@ -30,6 +30,7 @@ from litestar.status_codes import (
 from redis.exceptions import RedisError
 
 from dashboard_service.chat_store import ChatStore
+from dashboard_service.errors import TEXT_REFUSED
 from dashboard_service.guards import FORBIDDEN, USER_NOT_FOUND
 from dashboard_service.moderation import (
     Busy,
@@ -61,7 +62,7 @@ T = TypeVar("T")
 
 MODERATION_DOWN: Final = "Moderation is unavailable; try again."
 NO_ANSWER: Final = "chat-service did not answer in time; the command may still take effect."
-NUL: Final = "NUL characters are not allowed"
+NUL: Final = TEXT_REFUSED
 
 _EXAMPLE = Sanction(
     channel_id=7,
