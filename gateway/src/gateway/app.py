@@ -15,6 +15,8 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from gateway.batcher import CommandBatcher
+from gateway.commands import CommandWriter
 from gateway.connection import CLOSE_GOING_AWAY
 from gateway.endpoint import Gateway
 from gateway.hub import Hub
@@ -38,7 +40,10 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> Starlette:
         redis = redis_client(settings.redis_url)
         hub = Hub(redis, keys, gateway_id, registry)
         await hub.start()
-        gw = Gateway(settings, redis, hub, registry, gateway_id)
+        batcher = CommandBatcher(redis)
+        commands = CommandWriter(batcher, keys, settings)
+        await batcher.start()
+        gw = Gateway(settings, redis, hub, commands, registry, gateway_id)
         hub.on_reconnect = gw.reconnected
         hub.on_remove = gw.remove
         state.update(redis=redis, hub=hub, gateway=gw)
@@ -63,6 +68,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> Starlette:
             with contextlib.suppress(RedisError, OSError):
                 await redis.zrem(keys.gateways, gateway_id)
                 await redis.hdel(keys.gateway_urls, gateway_id)
+            await batcher.close()
             await hub.close()
             await redis.aclose()
 

@@ -2,7 +2,7 @@
 
 The hub subscribes to a channel's topic while at least one local connection is in the channel
 (reference-counted) and to this gateway's own inbox. One reader task decodes each event once and
-hands the same encoded frame to every local member.
+writes the same WebSocket frame to every local member.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.connection import Connection
+from gateway.frames import text_frame
 from justchat import events
 from justchat.events import CatchUp, ChannelEvent, Direct
 from justchat.keys import Keys
@@ -193,7 +194,7 @@ class Hub:
         local = self.members.get(channel_id)
         if not local:
             return
-        frame = event.frame.decode()
+        frame = text_frame(event.frame)  # one WebSocket frame, the same bytes for everyone
         for member in list(local.values()):
             member.deliver(channel_id, event.seq, frame)
         self.frames_out.inc(len(local))
