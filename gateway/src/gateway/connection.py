@@ -38,6 +38,8 @@ class FrameSink(Protocol):
 
     def close_now(self, code: int, reason: str, timeout_s: float) -> None: ...
 
+    def release_handshake(self) -> None: ...
+
 
 class Connection:
     __slots__ = ("budget", "closing", "departed", "join_frames", "on_cut_off", "session", "sink")

@@ -62,6 +62,7 @@ class Gateway:
             await websocket.close(1011)
             return
         await websocket.accept()
+        sink.release_handshake()
         try:
             session = await asyncio.wait_for(
                 self._handshake(websocket), self.settings.handshake_timeout_s

@@ -5,12 +5,18 @@ connection's sink (``FrameSink``), handed to the app in ``scope["extensions"]``:
 one frame's bytes straight to every member's transport, with no ASGI message, no per-recipient
 encoding and no task per connection. Every server frame after the handshake goes through the
 sink, so frames keep the order they were written in.
+
+Inside ``corked()`` (the fan-out of a batch of pub/sub events), a connection's frames are held
+and go out together when the block ends: one write (one system call) per connection per batch
+instead of one per frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
@@ -22,18 +28,43 @@ POLL_S: Final = 0.01
 class GatewayProtocol(WebSocketsSansIOProtocol):
     """Run uvicorn with ``ws=GatewayProtocol``; the app finds the sink under ``EXTENSION``."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: list[bytes] | None = None  # frames written while corked
+        # The same interfaces as uvicorn's asyncio.Queue and asyncio.Event, a few KB smaller
+        # (they live as long as the connection).
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
+
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         if self.handshake_initiated and not self.close_sent:  # upgrading: the app is starting
             self.scope["extensions"][EXTENSION] = self  # type: ignore[assignment]
         self.request = None  # type: ignore[assignment]  # parsed headers: in the scope now
 
+    def release_handshake(self) -> None:
+        """The handshake's response is sent: let it go (headers stay in the scope)."""
+        self.response = None  # type: ignore[assignment]
+
     # -- FrameSink ---------------------------------------------------------------------------
 
     def write_frame(self, frame: bytes) -> None:
         """Queue a complete WebSocket frame on the transport (dropped once closing)."""
-        if not (self.close_sent or self.disconnected):
+        if self.close_sent or self.disconnected:
+            return
+        if _cork.held is None:
             self.transport.write(frame)
+        elif self.held is None:
+            self.held = [frame]
+            _cork.held.append(self)
+        else:
+            self.held.append(frame)
+
+    def flush(self) -> None:
+        """Write the frames held while corked, in one go."""
+        frames, self.held = self.held, None
+        if frames and not (self.close_sent or self.disconnected):
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel (0 once the connection is gone)."""
@@ -57,6 +88,7 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
         """
         if self.close_sent or self.disconnected or self.transport.is_closing():
             return
+        self.flush()  # what was written before the close goes out before it
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
@@ -65,3 +97,90 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         self.close_timer = self.loop.call_later(timeout_s, self.transport.abort)
+
+
+class _Cork:
+    held: list[GatewayProtocol] | None = None  # connections holding frames, while corked
+
+
+_cork = _Cork()
+
+
+@contextlib.contextmanager
+def corked() -> Iterator[None]:
+    """Hold every connection's frames until the block ends, then write each one's at once.
+
+    For synchronous blocks only (the event loop is single-threaded: nothing else writes
+    meanwhile); a nested block joins the outer one.
+    """
+    if _cork.held is not None:
+        yield
+        return
+    _cork.held = []
+    try:
+        yield
+    finally:
+        held, _cork.held = _cork.held, None
+        for protocol in held:
+            protocol.flush()
+
+
+class _Inbox:
+    """What uvicorn asks of its receive queue: ``put_nowait``, ``get`` and ``empty``.
+
+    It seldom holds more than one event: uvicorn stops reading the socket until the app has
+    taken each message.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+
+class _Flag:
+    """What uvicorn asks of its ``writable`` event: ``set``, ``clear``, ``is_set``, ``wait``."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> bool:
+        if not self._set:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return True
