@@ -42,6 +42,7 @@ class CommandBatcher:
         self._wake = asyncio.Event()
         self._scripts: dict[str, str] = {}  # sha1 -> source
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: list[_Call] = []
         self.pipelines = 0  # sent so far (for metrics and tests)
 
     async def start(self) -> None:
@@ -55,10 +56,10 @@ class CommandBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while self._pending:
-            _, future = self._pending.popleft()
+        for _, future in [*self._in_flight, *self._pending]:
             if not future.done():
                 future.set_exception(RedisError("gateway shutting down"))
+        self._pending.clear()
 
     def script(self, source: str) -> str:
         """Register a Lua script; returns the sha to pass to ``evalsha``."""
@@ -84,7 +85,9 @@ class CommandBatcher:
             while self._pending:
                 count = min(len(self._pending), self._max_batch)
                 batch = [self._pending.popleft() for _ in range(count)]
-                await self._send([call for call in batch if not call[1].done()])
+                self._in_flight = [call for call in batch if not call[1].done()]
+                await self._send(self._in_flight)
+                self._in_flight = []
 
     async def _send(self, batch: list[_Call]) -> None:
         if not batch:
