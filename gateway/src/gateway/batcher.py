@@ -43,10 +43,12 @@ class CommandBatcher:
         self._scripts: dict[str, str] = {}  # sha1 -> source
         self._task: asyncio.Task[None] | None = None
         self._in_flight: list[_Call] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.pipelines = 0  # sent so far (for metrics and tests)
 
     async def start(self) -> None:
         """Load the registered scripts (best effort: NOSCRIPT loads them later) and run."""
+        self._loop = asyncio.get_running_loop()  # looked up once: each lookup is a getpid()
         with contextlib.suppress(RedisError, OSError):
             await self._load_scripts()
         self._task = asyncio.create_task(self._run(), name="command-batcher")
@@ -73,7 +75,7 @@ class CommandBatcher:
     async def call(self, *args: Any) -> Any:
         """Send one command with the next pipeline and return its reply (or raise its error)."""
         async with self._room:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
             self._pending.append((args, future))
             self._wake.set()
             return await future
