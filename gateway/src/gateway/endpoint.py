@@ -82,15 +82,22 @@ class Gateway:
             on_cut_off=self._cut_off,
         )
         self.hub.connections[conn.conn_id] = conn
-        hello = wire.HelloFrame(
-            timestamp=wire.utc_timestamp(),
-            id=wire.new_id(),
-            payload=wire.HelloOut(token=None, user=session.user),
-        )
-        conn.send_frames([wire.encode_frame(hello)])
         log.debug("connection %s is %s", conn.conn_id, session.username)
         try:
-            await self.announce_online(conn, online=True)
+            # A guest is stored and the connection announced online in one round trip.
+            stored, _ = await asyncio.gather(
+                self._store_guest(session), self.announce_online(conn, online=True)
+            )
+            if not stored:
+                conn.send_frames([wire.error_frame(wire.ERR_UNAVAILABLE)])
+                conn.close(1011, wire.ERR_UNAVAILABLE)
+                return
+            hello = wire.HelloFrame(
+                timestamp=wire.utc_timestamp(),
+                id=wire.new_id(),
+                payload=wire.HelloOut(token=None, user=session.user),
+            )
+            conn.send_frames([wire.encode_frame(hello)])
             await self._serve(websocket, conn)
         finally:
             await self._disconnect(conn)
@@ -123,7 +130,7 @@ class Gateway:
                 role=claims.role,
             )
         try:
-            username = await self._new_guest_name()
+            username = f"Guest{await self.commands.next_guest()}"
         except (RedisError, OSError, Unavailable):
             await websocket.send_text(wire.error_frame(wire.ERR_UNAVAILABLE).decode())
             await _close(websocket, 1011, wire.ERR_UNAVAILABLE)
@@ -132,10 +139,17 @@ class Gateway:
             conn_id=conn_id, user_id=None, username=username, is_guest=True, role="guest"
         )
 
-    async def _new_guest_name(self) -> str:
-        username = f"Guest{await self.commands.next_guest()}"
-        await self.commands.chat(events.GuestCmd(username=username))
-        return username
+    async def _store_guest(self, session: Session) -> bool:
+        """Have chat-service store a guest (so that it shows in the dashboard); False if
+        Redis could not take the command."""
+        if not session.is_guest:
+            return True
+        try:
+            await self.commands.chat(events.GuestCmd(username=session.username))
+        except (RedisError, OSError) as exc:
+            log.warning("guest %s not stored: %r", session.username, exc)
+            return False
+        return True
 
     # -- frames ----------------------------------------------------------------------------
 
