@@ -33,8 +33,8 @@ class GatewayProtocol(WebSocketsSansIOProtocol):
         self.held: list[bytes] | None = None  # frames written while corked
         # The same interfaces as uvicorn's asyncio.Queue and asyncio.Event, a few KB smaller
         # (they live as long as the connection).
-        self.queue = _Inbox()  # type: ignore[assignment]
-        self.writable = _Flag()  # type: ignore[assignment]
+        self.queue = _Inbox(self.loop)  # type: ignore[assignment]
+        self.writable = _Flag(self.loop)  # type: ignore[assignment]
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -132,9 +132,10 @@ class _Inbox:
     taken each message.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_loop", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop  # not looked up on each get: each lookup is a getpid()
         self._items: list[Any] = []
         self._waiter: asyncio.Future[None] | None = None
 
@@ -145,7 +146,7 @@ class _Inbox:
 
     async def get(self) -> Any:
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -159,9 +160,10 @@ class _Inbox:
 class _Flag:
     """What uvicorn asks of its ``writable`` event: ``set``, ``clear``, ``is_set``, ``wait``."""
 
-    __slots__ = ("_set", "_waiters")
+    __slots__ = ("_loop", "_set", "_waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._set = True
         self._waiters: list[asyncio.Future[None]] = []
 
@@ -180,7 +182,7 @@ class _Flag:
 
     async def wait(self) -> bool:
         if not self._set:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._loop.create_future()
             self._waiters.append(waiter)
             await waiter
         return True

@@ -49,11 +49,17 @@ class FakeTransport(asyncio.Transport):
         return {"peername": ("127.0.0.1", 5000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
 
 
+RECEIVED: dict[int, list[dict[str, Any]]] = {}  # what each connection's app received
+
+
 async def app(scope: Any, receive: Any, send: Any) -> None:
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
-    while (await receive())["type"] != "websocket.disconnect":
-        pass
+    received = RECEIVED.setdefault(id(scope["extensions"][EXTENSION]), [])
+    while True:
+        received.append(message := await receive())
+        if message["type"] == "websocket.disconnect":
+            return
 
 
 async def accepted() -> tuple[GatewayProtocol, FakeTransport]:
@@ -110,3 +116,31 @@ async def test_close_now_goes_after_held_frames_and_nothing_follows_it() -> None
     # The client never answers the close: the socket is aborted after the timeout.
     while not transport.aborted:
         await asyncio.sleep(0.005)
+
+
+async def test_wait_writable_returns_when_the_transport_drains() -> None:
+    protocol, _ = await accepted()
+    protocol.pause_writing()  # the transport's buffer went over its high-water mark
+    waiting = asyncio.create_task(protocol.wait_writable())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    protocol.resume_writing()
+    await asyncio.wait_for(waiting, 1)
+    protocol.close_now(1000, "", 1.0)
+
+
+async def test_messages_reach_the_app_in_order_then_the_disconnect() -> None:
+    protocol, _ = await accepted()
+    for text in ("1", "2"):
+        protocol.data_received(b"\x81\x81abcd" + bytes([ord(text) ^ ord("a")]))  # masked
+    while len(RECEIVED[id(protocol)]) < 2:
+        await asyncio.sleep(0)
+    protocol.close_now(1000, "", 1.0)
+    while len(RECEIVED[id(protocol)]) < 3:
+        await asyncio.sleep(0)
+    assert [(m["type"], m.get("text")) for m in RECEIVED[id(protocol)]] == [
+        ("websocket.receive", "1"),
+        ("websocket.receive", "2"),
+        ("websocket.disconnect", None),
+    ]
