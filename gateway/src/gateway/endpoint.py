@@ -349,39 +349,46 @@ class Gateway:
         """Announce every local connection and membership again (idempotent in presence):
         after Redis lost its data they are restored; otherwise each connection is sent the
         current member lists, which it may have missed while pub/sub was down."""
-        for conn in list(self.hub.connections.values()):
-            try:
-                await self.announce_online(conn, online=True)
-                for channel_id, channel in list(conn.session.channels.items()):
-                    if channel.joined:
-                        await self.commands.presence(
-                            events.PresenceJoin(
-                                channel_id=channel_id,
-                                origin=self._origin(conn),
-                                user=conn.session.user,
-                            )
+        # All at once: the batcher sends them in a few pipelines instead of a round trip each.
+        await asyncio.gather(*(self._reannounce(c) for c in list(self.hub.connections.values())))
+
+    async def _reannounce(self, conn: Connection) -> None:
+        try:
+            await self.announce_online(conn, online=True)
+            for channel_id, channel in list(conn.session.channels.items()):
+                if channel.joined:
+                    await self.commands.presence(
+                        events.PresenceJoin(
+                            channel_id=channel_id,
+                            origin=self._origin(conn),
+                            user=conn.session.user,
                         )
-            except (RedisError, OSError) as exc:
-                log.warning("re-announcing %s failed: %r", conn.conn_id, exc)
+                    )
+        except (RedisError, OSError) as exc:
+            log.warning("re-announcing %s failed: %r", conn.conn_id, exc)
 
     async def catch_up(self) -> None:
         """After pub/sub was down: ask for what each local channel may have missed since the
         oldest seq any of its local members saw; duplicates are dropped per connection."""
+        requests = []
         for channel_id, local in list(self.hub.members.items()):
             seqs = [
                 state.last_seq
                 for conn in local.values()
                 if (state := conn.session.channels.get(channel_id)) is not None and state.joined
             ]
-            if not seqs:
-                continue
-            command = events.SyncCmd(
-                channel_id=channel_id, gateway=self.gateway_id, since_seq=min(seqs)
-            )
-            try:
-                await self.commands.chat(command)
-            except (RedisError, OSError) as exc:
-                log.warning("catch-up of channel %s not requested: %r", channel_id, exc)
+            if seqs:
+                requests.append(self._sync(channel_id, min(seqs)))
+        await asyncio.gather(*requests)
+
+    async def _sync(self, channel_id: int, since_seq: int) -> None:
+        command = events.SyncCmd(
+            channel_id=channel_id, gateway=self.gateway_id, since_seq=since_seq
+        )
+        try:
+            await self.commands.chat(command)
+        except (RedisError, OSError) as exc:
+            log.warning("catch-up of channel %s not requested: %r", channel_id, exc)
 
     async def announce_online(self, conn: Connection, *, online: bool) -> None:
         command = events.PresenceOnline(
