@@ -8,9 +8,10 @@ from gateway.protocol import GatewayProtocol
 from justchat.service import main as run
 
 # A gateway holds many long-lived objects (connections, sessions): with the default
-# thresholds the collector scans them all again and again (40 % of the CPU during a burst
-# of connects). Young collections less often, and what exists at start never scanned.
-GC_THRESHOLDS: Final = (20_000, 20, 20)
+# thresholds the collector scans them all again and again while connections pile up (10-40 %
+# of the CPU during a burst of connects). Young collections less often, full ones seldom, and
+# what exists at start never scanned.
+GC_THRESHOLDS: Final = (20_000, 20, 100)
 
 
 def main() -> None:
