@@ -1,22 +1,22 @@
-"""One WebSocket connection: its session and a bounded send queue drained by one writer task.
+"""One WebSocket connection: its session, and frames written straight to its transport.
 
-The queue is what keeps memory bounded (ARCHITECTURE invariant 5): a client that stops reading
-fills its queue, and the next frame cuts it off with close 1013 instead of growing memory.
-Nobody else waits for it: fan-out only ever appends to queues. A cut-off connection leaves its
-channels at once (``on_cut_off``), even though its socket may take a while to close: the close
-frame goes out as soon as the client reads again, or the keepalive timeout ends the socket.
+There is no queue and no task per connection. Fan-out writes each frame's bytes to every
+member's sink; what a client has not read yet waits in its transport's buffer. That buffer is
+what keeps memory bounded (ARCHITECTURE invariant 5): once it holds more than the connection's
+byte budget, the next frame cuts the client off with close 1013 instead of growing memory.
+Nobody else waits for it. A cut-off connection leaves its channels at once (``on_cut_off``),
+even though its socket may take a while to close: the close frame goes out after what is
+buffered, and a client that does not read it within ``CLOSE_WAIT_S`` has its socket aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
-
+from gateway.frames import text_frame
 from gateway.session import Session
 
 log = logging.getLogger(__name__)
@@ -24,99 +24,95 @@ log = logging.getLogger(__name__)
 CLOSE_SLOW_CONSUMER: Final = 1013  # "try again later": reconnect and resume with since_seq
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_WAIT_S: Final = 60.0  # how long a cut-off socket may take to accept its close frame
-SEND_ERRORS: Final = (WebSocketDisconnect, RuntimeError, OSError)
+CLOSE_TIMEOUT_S: Final = 10.0  # the same for an ordinary close
+
+
+class FrameSink(Protocol):
+    """Where a connection's frames go (``gateway.protocol.GatewayProtocol``)."""
+
+    def write_frame(self, frame: bytes) -> None: ...
+
+    def buffered(self) -> int: ...
+
+    async def wait_writable(self) -> None: ...
+
+    def close_now(self, code: int, reason: str, timeout_s: float) -> None: ...
+
+    def release_handshake(self) -> None: ...
 
 
 class Connection:
+    __slots__ = ("budget", "closing", "departed", "join_frames", "on_cut_off", "session", "sink")
+
     def __init__(
         self,
-        websocket: WebSocket,
+        sink: FrameSink,
         session: Session,
-        queue_frames: int,
+        *,
+        budget: int,
+        join_frames: int,
         on_cut_off: Callable[[Connection], None] | None = None,
     ) -> None:
-        self.websocket = websocket
+        self.sink = sink
         self.session = session
-        self.conn_id = session.conn_id
+        self.budget = budget  # bytes the client may leave unread
+        self.join_frames = join_frames  # live frames it may have waiting while it joins
         self.on_cut_off = on_cut_off
-        # Frames are queued as text: fan-out decodes each event once, not once per recipient.
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_frames)
         self.closing: tuple[int, str] | None = None
         self.departed = False  # its channels and online state have been given up
-        self.writer = asyncio.create_task(self._write(), name=f"writer-{self.conn_id}")
 
-    def deliver(self, channel_id: int, seq: int, frame: str) -> None:
-        """A live channel event: sent unless buffered (joining) or already seen."""
+    @property
+    def conn_id(self) -> str:
+        return self.session.conn_id
+
+    def deliver(self, channel_id: int, seq: int, frame: bytes) -> None:
+        """A live channel event (a complete WebSocket frame): sent unless buffered (joining)
+        or already seen."""
         out = self.session.accept(channel_id, seq, frame)
         if out is not None:
-            self.send(out)
-        elif self.session.buffered(channel_id) > self.queue.maxsize:
+            self.write(out)
+        elif self.session.buffered(channel_id) > self.join_frames:
             self.cut_off()  # joining for so long that its backlog would not fit anyway
 
     def send_frames(self, frames: list[bytes]) -> None:
+        """Encoded server frames (JSON), for this connection alone."""
         for frame in frames:
-            self.send(frame.decode())
+            self.write(text_frame(frame))
 
-    def send(self, frame: str) -> None:
+    def write(self, frame: bytes) -> None:
+        """A complete WebSocket frame; a client over its budget is cut off instead."""
         if self.closing is not None:
             return
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if self.sink.buffered() > self.budget:
             self.cut_off()
+            return
+        self.sink.write_frame(frame)
 
-    async def send_paced(self, frames: list[str], timeout_s: float) -> None:
-        """Queue frames, waiting for room as the client reads (a resume may exceed the queue);
-        a client that reads nothing for ``timeout_s`` is cut off."""
+    async def send_paced(self, frames: list[bytes], timeout_s: float) -> None:
+        """Write complete frames, waiting for room as the client reads (a resume may exceed
+        the budget); a client that reads nothing for ``timeout_s`` is cut off."""
         for frame in frames:
+            while self.closing is None and self.sink.buffered() > self.budget:
+                try:
+                    await asyncio.wait_for(self.sink.wait_writable(), timeout_s)
+                except TimeoutError:
+                    self.cut_off()
             if self.closing is not None:
                 return
-            try:
-                await asyncio.wait_for(self.queue.put(frame), timeout_s)
-            except TimeoutError:
-                self.cut_off()
-                return
+            self.sink.write_frame(frame)
 
     def cut_off(self) -> None:
-        """Too slow: drop what it has not read, close with 1013, leave its channels now."""
+        """Too slow: close with 1013 after what is buffered, and leave its channels now."""
         if self.closing is not None:
             return
         log.warning("connection %s too slow; closing", self.conn_id)
-        self.closing = (CLOSE_SLOW_CONSUMER, "Send queue full: reconnect and resume")
-        self.writer.cancel()  # it is waiting for the client to read; what it holds is dropped
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.writer = asyncio.create_task(self._close_socket(CLOSE_WAIT_S))
+        self.close(CLOSE_SLOW_CONSUMER, "Send buffer full: reconnect and resume", CLOSE_WAIT_S)
         if self.on_cut_off is not None:
             self.on_cut_off(self)
 
-    def close(self, code: int, reason: str) -> None:
-        """Close after the frames already queued."""
+    def close(self, code: int, reason: str, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Close after the frames already written."""
         if self.closing is not None:
             return
         self.closing = (code, reason)
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            self.writer.cancel()
-            self.writer = asyncio.create_task(self._close_socket(5.0))
-
-    async def _write(self) -> None:
-        try:
-            while (frame := await self.queue.get()) is not None:
-                await self.websocket.send_text(frame)
-        except SEND_ERRORS:
-            return  # the reader side notices the closed socket and cleans up
-        await self._close_socket(5.0)
-
-    async def _close_socket(self, timeout_s: float) -> None:
-        code, reason = self.closing or (1000, "")
-        with contextlib.suppress(*SEND_ERRORS, TimeoutError):
-            await asyncio.wait_for(self.websocket.close(code, reason), timeout_s)
-
-    async def drain(self) -> None:
-        """Let the writer finish (used when the connection ends)."""
-        if self.closing is None:
-            self.close(1000, "")
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(self.writer, 5)
+        self.sink.close_now(code, reason, timeout_s)

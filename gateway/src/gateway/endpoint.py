@@ -9,23 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import MutableMapping
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from msgspec import Struct
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from gateway.connection import Connection
+from gateway.commands import CommandWriter, RateLimited, Unavailable
+from gateway.connection import Connection, FrameSink
+from gateway.frames import text_frame
 from gateway.hub import Hub
+from gateway.protocol import EXTENSION
 from gateway.session import Session
 from justchat import auth, events, wire
 from justchat.errors import AuthError, ProtocolError
-from justchat.events import Command, Origin
-from justchat.keys import Keys, partition_of, partition_of_user
+from justchat.events import Origin
 from justchat.metrics import Registry
 from justchat.settings import Settings
 
@@ -33,43 +33,8 @@ log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S: Final = 10.0
 REPLAY_READ_TIMEOUT_S: Final = 10.0  # a resuming client must read something this often
-GUEST_WAIT_S: Final = 5.0
-STREAM_MAXLEN: Final = 1_000_000  # a safety cap: consumers normally keep streams near empty
 
 MODERATORS: Final = frozenset({"admin", "moderator"})
-
-# A token bucket per user, shared by all its connections on every gateway; Redis's clock, so
-# gateways with skewed clocks agree. Returns 0, or how many ms until the next token.
-_TAKE_TOKEN = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now_ms
-tokens = math.min(burst, tokens + (now_ms - at) * rate / 1000)
-if tokens < 1 then return math.ceil((1 - tokens) * 1000 / rate) end
-redis.call('HSET', KEYS[1], 'tokens', tokens - 1, 'at', now_ms)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
-return 0
-"""
-
-# INCR only once chat-service has seeded the counter from PostgreSQL: a Redis that lost its data
-# must not hand out a guest name that is already stored.
-_NEXT_GUEST = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return redis.call('INCR', KEYS[1])
-"""
-
-
-class Unavailable(Exception):
-    """Redis could not take a command."""
-
-
-class RateLimited(ProtocolError):
-    def __init__(self, retry_after_ms: int) -> None:
-        super().__init__(wire.ERR_TOO_FAST)
-        self.retry_after_ms = retry_after_ms
 
 
 class Gateway:
@@ -78,13 +43,12 @@ class Gateway:
         settings: Settings,
         redis: aioredis.Redis,
         hub: Hub,
+        commands: CommandWriter,
         registry: Registry,
         gateway_id: str,
     ) -> None:
         self.settings, self.redis, self.hub, self.gateway_id = settings, redis, hub, gateway_id
-        self.keys = Keys(settings.redis_prefix)
-        self._next_guest = redis.register_script(_NEXT_GUEST)
-        self._take_token = redis.register_script(_TAKE_TOKEN)
+        self.commands = commands
         self._tasks: set[asyncio.Task[None]] = set()
         self.frames_in = registry.counter("gateway_frames_received", "client frames received")
         self.errors_out = registry.counter("gateway_errors_sent", "error frames sent to clients")
@@ -92,7 +56,13 @@ class Gateway:
     # -- handshake -------------------------------------------------------------------------
 
     async def handle(self, websocket: WebSocket) -> None:
+        sink: FrameSink | None = websocket.scope.get("extensions", {}).get(EXTENSION)
+        if sink is None:
+            log.error("/ws needs uvicorn's ws=gateway.protocol.GatewayProtocol; refusing")
+            await websocket.close(1011)
+            return
         await websocket.accept()
+        sink.release_handshake()
         try:
             session = await asyncio.wait_for(
                 self._handshake(websocket), self.settings.handshake_timeout_s
@@ -105,18 +75,29 @@ class Gateway:
         if session is None:
             return
         conn = Connection(
-            websocket, session, self.settings.send_queue_frames, on_cut_off=self._cut_off
+            sink,
+            session,
+            budget=self.settings.send_buffer_bytes,
+            join_frames=self.settings.send_queue_frames,
+            on_cut_off=self._cut_off,
         )
         self.hub.connections[conn.conn_id] = conn
-        hello = wire.HelloFrame(
-            timestamp=wire.utc_timestamp(),
-            id=wire.new_id(),
-            payload=wire.HelloOut(token=None, user=session.user),
-        )
-        conn.send_frames([wire.encode_frame(hello)])
         log.debug("connection %s is %s", conn.conn_id, session.username)
         try:
-            await self.announce_online(conn, online=True)
+            # A guest is stored and the connection announced online in one round trip.
+            stored, _ = await asyncio.gather(
+                self._store_guest(session), self.announce_online(conn, online=True)
+            )
+            if not stored:
+                conn.send_frames([wire.error_frame(wire.ERR_UNAVAILABLE)])
+                conn.close(1011, wire.ERR_UNAVAILABLE)
+                return
+            hello = wire.HelloFrame(
+                timestamp=wire.utc_timestamp(),
+                id=wire.new_id(),
+                payload=wire.HelloOut(token=None, user=session.user),
+            )
+            conn.send_frames([wire.encode_frame(hello)])
             await self._serve(websocket, conn)
         finally:
             await self._disconnect(conn)
@@ -149,7 +130,7 @@ class Gateway:
                 role=claims.role,
             )
         try:
-            username = await self._new_guest_name()
+            username = f"Guest{await self.commands.next_guest()}"
         except (RedisError, OSError, Unavailable):
             await websocket.send_text(wire.error_frame(wire.ERR_UNAVAILABLE).decode())
             await _close(websocket, 1011, wire.ERR_UNAVAILABLE)
@@ -158,18 +139,17 @@ class Gateway:
             conn_id=conn_id, user_id=None, username=username, is_guest=True, role="guest"
         )
 
-    async def _new_guest_name(self) -> str:
-        deadline = time.monotonic() + GUEST_WAIT_S
-        while (number := await self._next_guest(keys=[self.keys.guest_seq])) is None:
-            if time.monotonic() > deadline:
-                raise Unavailable("guest counter not seeded")
-            await asyncio.sleep(0.1)
-        username = f"Guest{number}"
-        await self._command(
-            partition_of_user(username, self.settings.partitions),
-            events.GuestCmd(username=username),
-        )
-        return username
+    async def _store_guest(self, session: Session) -> bool:
+        """Have chat-service store a guest (so that it shows in the dashboard); False if
+        Redis could not take the command."""
+        if not session.is_guest:
+            return True
+        try:
+            await self.commands.chat(events.GuestCmd(username=session.username))
+        except (RedisError, OSError) as exc:
+            log.warning("guest %s not stored: %r", session.username, exc)
+            return False
+        return True
 
     # -- frames ----------------------------------------------------------------------------
 
@@ -207,17 +187,16 @@ class Gateway:
                 await self._leave(conn, channel_id)
             case wire.ChannelIn(channel_id=channel_id) if frame.type == "chat_typing":
                 await self._check_member(session, channel_id)
-                await self._check_not_muted(session, channel_id, rate_limited=False)
-                await self._presence(
-                    events.PresenceTyping(channel_id=channel_id, user=session.user)
+                await self.commands.typing(
+                    session.username,
+                    events.PresenceTyping(channel_id=channel_id, user=session.user),
                 )
             case wire.ChatSendIn(channel_id=channel_id, content=content):
                 await self._check_member(session, channel_id)
                 if len(content) > self.settings.max_message_chars:
                     raise ProtocolError(wire.ERR_TOO_LONG)
-                await self._check_not_muted(session, channel_id, rate_limited=True)
-                await self._command(
-                    partition_of(channel_id, self.settings.partitions),
+                await self.commands.send(
+                    session.username,
                     events.SendCmd(
                         msg_id=str(uuid.uuid4()),
                         channel_id=channel_id,
@@ -233,8 +212,7 @@ class Gateway:
                     message_id = str(uuid.UUID(message_id))
                 except ValueError as exc:
                     raise ProtocolError(wire.ERR_MALFORMED) from exc
-                await self._command(
-                    partition_of(channel_id, self.settings.partitions),
+                await self.commands.chat(
                     events.ReactCmd(
                         add=frame.type == "chat_react_add",
                         channel_id=channel_id,
@@ -248,8 +226,7 @@ class Gateway:
                 await self._check_member(session, channel_id := order.channel_id)
                 if session.role not in MODERATORS:
                     raise ProtocolError(wire.ERR_NO_PERMISSION)
-                await self._command(
-                    partition_of(channel_id, self.settings.partitions),
+                await self.commands.chat(
                     events.ModerateCmd(
                         action=frame.type.removeprefix("chat_"),
                         channel_id=channel_id,
@@ -262,8 +239,7 @@ class Gateway:
                 )
             case wire.HistoryIn(channel_id=channel_id, before_seq=before_seq, limit=limit):
                 await self._check_member(session, channel_id)
-                await self._command(
-                    partition_of(channel_id, self.settings.partitions),
+                await self.commands.chat(
                     events.HistoryCmd(
                         channel_id=channel_id,
                         before_seq=before_seq,
@@ -277,28 +253,9 @@ class Gateway:
     async def _check_member(self, session: Session, channel_id: int) -> None:
         if session.is_member(channel_id):
             return
-        if not await self.redis.sismember(self.keys.channels, str(channel_id)):
+        if not await self.commands.channel_exists(channel_id):
             raise ProtocolError(wire.ERR_NO_CHANNEL)
         raise ProtocolError(wire.ERR_NOT_MEMBER)
-
-    async def _check_not_muted(
-        self, session: Session, channel_id: int, *, rate_limited: bool
-    ) -> None:
-        """The mute check, and for sends the user's rate (one round trip for both)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.channel_mutes(channel_id), session.username)
-            if rate_limited:
-                await self._take_token(
-                    keys=[self.keys.send_rate(session.username)],
-                    args=[self.settings.send_rate_per_s, self.settings.send_burst],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-        mute = replies[0]
-        if mute is not None and (int(mute) == 0 or int(mute) > time.time() * 1000):
-            raise ProtocolError(wire.ERR_MUTED)
-        if rate_limited and int(replies[1]) > 0:
-            raise RateLimited(int(replies[1]))
 
     async def _join(self, conn: Connection, channel_id: int, since_seq: int | None) -> None:
         session = conn.session
@@ -307,8 +264,7 @@ class Gateway:
         reply = self.hub.expect_reply(request_id)
         try:
             await self.hub.add_member(channel_id, conn)
-            await self._command(
-                partition_of(channel_id, self.settings.partitions),
+            await self.commands.chat(
                 events.JoinCmd(
                     channel_id=channel_id,
                     actor=session.actor,
@@ -327,23 +283,25 @@ class Gateway:
             await self._forget(conn, channel_id)
             conn.send_frames(direct.frames)
             return
-        # A resume can be longer than the send queue: feed it as the client reads.
-        await conn.send_paced([f.decode() for f in direct.frames], REPLAY_READ_TIMEOUT_S)
+        # A resume can be longer than the send budget: feed it as the client reads.
+        await conn.send_paced([text_frame(f) for f in direct.frames], REPLAY_READ_TIMEOUT_S)
         session.history_sent(channel_id, direct.last_seq)
         # Sending may wait for the client; what arrives meanwhile is buffered and sent next,
-        # until nothing is left: only then do live frames go straight to the queue.
+        # until nothing is left: only then do live frames go straight to the client.
         while owed := session.take_buffered(channel_id):
             await conn.send_paced(owed, REPLAY_READ_TIMEOUT_S)
         session.mark_joined(channel_id)
         if conn.closing is not None:
             return
-        await self._presence(
+        await self.commands.presence(
             events.PresenceJoin(channel_id=channel_id, origin=self._origin(conn), user=session.user)
         )
 
     async def _leave(self, conn: Connection, channel_id: int) -> None:
         await self._forget(conn, channel_id)
-        await self._presence(events.PresenceLeave(channel_id=channel_id, origin=self._origin(conn)))
+        await self.commands.presence(
+            events.PresenceLeave(channel_id=channel_id, origin=self._origin(conn))
+        )
 
     async def _forget(self, conn: Connection, channel_id: int) -> None:
         conn.session.leave(channel_id)
@@ -357,7 +315,7 @@ class Gateway:
 
     async def _disconnect(self, conn: Connection) -> None:
         await self._depart(conn)
-        await conn.drain()
+        conn.close(1000, "")
 
     async def _depart(self, conn: Connection) -> None:
         if conn.departed:
@@ -394,46 +352,53 @@ class Gateway:
         """Announce every local connection and membership again (idempotent in presence):
         after Redis lost its data they are restored; otherwise each connection is sent the
         current member lists, which it may have missed while pub/sub was down."""
-        for conn in list(self.hub.connections.values()):
-            try:
-                await self.announce_online(conn, online=True)
-                for channel_id, channel in list(conn.session.channels.items()):
-                    if channel.joined:
-                        await self._presence(
-                            events.PresenceJoin(
-                                channel_id=channel_id,
-                                origin=self._origin(conn),
-                                user=conn.session.user,
-                            )
+        # All at once: the batcher sends them in a few pipelines instead of a round trip each.
+        await asyncio.gather(*(self._reannounce(c) for c in list(self.hub.connections.values())))
+
+    async def _reannounce(self, conn: Connection) -> None:
+        try:
+            await self.announce_online(conn, online=True)
+            for channel_id, channel in list(conn.session.channels.items()):
+                if channel.joined:
+                    await self.commands.presence(
+                        events.PresenceJoin(
+                            channel_id=channel_id,
+                            origin=self._origin(conn),
+                            user=conn.session.user,
                         )
-            except (RedisError, OSError) as exc:
-                log.warning("re-announcing %s failed: %r", conn.conn_id, exc)
+                    )
+        except (RedisError, OSError) as exc:
+            log.warning("re-announcing %s failed: %r", conn.conn_id, exc)
 
     async def catch_up(self) -> None:
         """After pub/sub was down: ask for what each local channel may have missed since the
         oldest seq any of its local members saw; duplicates are dropped per connection."""
+        requests = []
         for channel_id, local in list(self.hub.members.items()):
             seqs = [
                 state.last_seq
                 for conn in local.values()
                 if (state := conn.session.channels.get(channel_id)) is not None and state.joined
             ]
-            if not seqs:
-                continue
-            command = events.SyncCmd(
-                channel_id=channel_id, gateway=self.gateway_id, since_seq=min(seqs)
-            )
-            try:
-                await self._command(partition_of(channel_id, self.settings.partitions), command)
-            except (RedisError, OSError) as exc:
-                log.warning("catch-up of channel %s not requested: %r", channel_id, exc)
+            if seqs:
+                requests.append(self._sync(channel_id, min(seqs)))
+        await asyncio.gather(*requests)
+
+    async def _sync(self, channel_id: int, since_seq: int) -> None:
+        command = events.SyncCmd(
+            channel_id=channel_id, gateway=self.gateway_id, since_seq=since_seq
+        )
+        try:
+            await self.commands.chat(command)
+        except (RedisError, OSError) as exc:
+            log.warning("catch-up of channel %s not requested: %r", channel_id, exc)
 
     async def announce_online(self, conn: Connection, *, online: bool) -> None:
         command = events.PresenceOnline(
             origin=self._origin(conn), username=conn.session.username, online=online
         )
         try:
-            await self._presence(command)
+            await self.commands.presence(command)
         except (RedisError, OSError) as exc:
             # Not fatal: the heartbeat re-announces every connection after an outage.
             log.warning("online state of %s not recorded: %r", conn.conn_id, exc)
@@ -447,22 +412,6 @@ class Gateway:
         """Send ``detail`` to ``conn``, in reply to the client frame ``frame_text``."""
         self.errors_out.inc()
         conn.send_frames([wire.reply_error(detail, frame_text)])
-
-    async def _command(self, partition: int, command: Command) -> None:
-        await self._xadd(self.keys.cmd_stream(partition), command)
-
-    async def _presence(self, command: events.AnyPresenceCmd) -> None:
-        if isinstance(command, events.PresenceOnline):
-            # Keyed by connection: its online and offline land in one partition, in order.
-            partition = partition_of_user(command.origin.conn, self.settings.partitions)
-        else:
-            partition = partition_of(command.channel_id, self.settings.partitions)
-        await self._xadd(self.keys.presence_stream(partition), command)
-
-    async def _xadd(self, stream: str, command: Struct) -> None:
-        await self.redis.xadd(
-            stream, {"c": events.encode(command)}, maxlen=STREAM_MAXLEN, approximate=True
-        )
 
 
 def _text_of(message: MutableMapping[str, Any]) -> str:

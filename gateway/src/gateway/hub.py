@@ -2,7 +2,7 @@
 
 The hub subscribes to a channel's topic while at least one local connection is in the channel
 (reference-counted) and to this gateway's own inbox. One reader task decodes each event once and
-hands the same encoded frame to every local member.
+writes the same WebSocket frame to every local member.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.connection import Connection
+from gateway.frames import text_frame
+from gateway.protocol import corked
 from justchat import events
 from justchat.events import CatchUp, ChannelEvent, Direct
 from justchat.keys import Keys
@@ -27,6 +29,7 @@ from justchat.metrics import Registry
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT_S: Final = 5.0
+READ_BATCH: Final = 256  # pub/sub messages handled as one batch, at most
 
 
 class Hub:
@@ -138,10 +141,18 @@ class Hub:
             if not self.pubsub.subscribed:
                 await asyncio.sleep(0.05)
                 continue
+            batch: list[dict[str, Any]] = []
             try:
                 message = await self.pubsub.get_message(timeout=1.0)
+                # What has arrived already makes one batch: one write per member for all of it.
+                while message is not None:
+                    batch.append(message)
+                    if len(batch) == READ_BATCH:
+                        break
+                    message = await self.pubsub.get_message(timeout=0)
                 backoff = 0.1
             except (RedisError, OSError) as exc:
+                self._dispatch_all(batch)
                 log.warning("pub/sub read failed: %r; retrying in %.1fs", exc, backoff)
                 broken = True
                 await asyncio.sleep(backoff)
@@ -153,7 +164,11 @@ class Hub:
                 self.reconnects.inc()
                 if self.on_reconnect is not None:
                     self._catching_up = asyncio.create_task(self.on_reconnect())
-            if message is not None:
+            self._dispatch_all(batch)
+
+    def _dispatch_all(self, batch: list[dict[str, Any]]) -> None:
+        with corked():
+            for message in batch:
                 self._dispatch(message)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
@@ -193,7 +208,7 @@ class Hub:
         local = self.members.get(channel_id)
         if not local:
             return
-        frame = event.frame.decode()
+        frame = text_frame(event.frame)  # one WebSocket frame, the same bytes for everyone
         for member in list(local.values()):
             member.deliver(channel_id, event.seq, frame)
         self.frames_out.inc(len(local))

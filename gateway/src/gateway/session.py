@@ -19,7 +19,7 @@ from justchat.wire import UserFrom
 @dataclass(slots=True)
 class ChannelState:
     last_seq: int = 0
-    buffer: list[tuple[int, str]] | None = field(default_factory=list)  # None once joined
+    buffer: list[tuple[int, bytes]] | None = field(default_factory=list)  # None once joined
 
     @property
     def joined(self) -> bool:
@@ -57,7 +57,7 @@ class Session:
         """Start buffering the channel's live events (a re-join starts over)."""
         self.channels[channel_id] = ChannelState()
 
-    def finish_join(self, channel_id: int, history_last_seq: int) -> list[str]:
+    def finish_join(self, channel_id: int, history_last_seq: int) -> list[bytes]:
         """The history reached ``history_last_seq``: return the buffered frames still owed and
         mark the channel joined (for callers that send them without yielding)."""
         self.history_sent(channel_id, history_last_seq)
@@ -72,7 +72,7 @@ class Session:
         if state is not None:
             state.last_seq = max(state.last_seq, history_last_seq)
 
-    def take_buffered(self, channel_id: int) -> list[str]:
+    def take_buffered(self, channel_id: int) -> list[bytes]:
         """The buffered frames still owed, in order; the channel keeps buffering meanwhile, so
         frames arriving while these are sent cannot overtake them."""
         state = self.channels.get(channel_id)
@@ -95,7 +95,7 @@ class Session:
         """Forget the channel; False if this connection was not in it."""
         return self.channels.pop(channel_id, None) is not None
 
-    def accept(self, channel_id: int, seq: int, frame: str) -> str | None:
+    def accept(self, channel_id: int, seq: int, frame: bytes) -> bytes | None:
         """Route one live event: the frame to send now, or None (buffered, stale or not ours)."""
         state = self.channels.get(channel_id)
         if state is None:

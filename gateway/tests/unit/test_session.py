@@ -21,9 +21,9 @@ def make_session(**overrides: object) -> Session:
     return Session(**args)  # type: ignore[arg-type]
 
 
-def f(n: int) -> str:
+def f(n: int) -> bytes:
     """A stand-in for the encoded frame of the message with seq ``n``."""
-    return f"frame-{n}"
+    return f"frame-{n}".encode()
 
 
 def joined(channel_id: int = 8, last_seq: int = 0) -> Session:
@@ -65,8 +65,8 @@ def test_events_while_joining_are_buffered() -> None:
     session = make_session()
     session.begin_join(8)
     assert session.accept(8, 1, f(1)) is None
-    assert session.accept(8, 0, "typing") is None
-    assert session.channels[8].buffer == [(1, f(1)), (0, "typing")]
+    assert session.accept(8, 0, b"typing") is None
+    assert session.channels[8].buffer == [(1, f(1)), (0, b"typing")]
 
 
 def test_finish_join_drops_what_history_covered_and_keeps_later_in_order() -> None:
@@ -94,10 +94,10 @@ def test_finish_join_keeps_unsequenced_frames_in_arrival_order() -> None:
     session = make_session()
     session.begin_join(8)
     session.accept(8, 4, f(4))
-    session.accept(8, 0, "members")
+    session.accept(8, 0, b"members")
     session.accept(8, 6, f(6))
-    session.accept(8, 0, "join")
-    assert session.finish_join(8, history_last_seq=4) == ["members", f(6), "join"]
+    session.accept(8, 0, b"join")
+    assert session.finish_join(8, history_last_seq=4) == [b"members", f(6), b"join"]
 
 
 def test_finish_join_drops_duplicates_and_out_of_order_replays_in_the_buffer() -> None:
@@ -118,8 +118,8 @@ def test_finish_join_with_empty_history() -> None:
 
 def test_unsequenced_frames_always_pass() -> None:
     session = joined(last_seq=10)
-    assert session.accept(8, 0, "typing") == "typing"
-    assert session.accept(8, 0, "typing") == "typing"
+    assert session.accept(8, 0, b"typing") == b"typing"
+    assert session.accept(8, 0, b"typing") == b"typing"
     assert session.channels[8].last_seq == 10
 
 
@@ -150,7 +150,7 @@ def test_channels_are_independent() -> None:
 def test_events_for_channels_not_joined_return_none() -> None:
     session = joined(8)
     assert session.accept(9, 1, f(1)) is None
-    assert session.accept(9, 0, "typing") is None
+    assert session.accept(9, 0, b"typing") is None
     assert 9 not in session.channels
 
 

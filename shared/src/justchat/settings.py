@@ -36,6 +36,7 @@ class Settings(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_frame_bytes: int = 65_536
     max_message_chars: int = 4_000
     send_queue_frames: int = 1_024
+    send_buffer_bytes: int = 1_048_576
     recent_window: int = 1_000
     typing_interval_ms: int = 2_000
     members_interval_ms: int = 1_000
@@ -81,7 +82,11 @@ FIELDS: Final[dict[str, tuple[str, str]]] = {
     "max_message_chars": ("JUSTCHAT_MAX_MESSAGE_CHARS", "longest chat message"),
     "send_queue_frames": (
         "JUSTCHAT_SEND_QUEUE_FRAMES",
-        "frames queued per connection before it is cut off",
+        "live frames a joining connection may have waiting for its history before it is cut off",
+    ),
+    "send_buffer_bytes": (
+        "JUSTCHAT_SEND_BUFFER_BYTES",
+        "bytes a connection may leave unread before it is cut off (close 1013)",
     ),
     "recent_window": ("JUSTCHAT_RECENT_WINDOW", "messages per channel kept in Redis for resume"),
     "typing_interval_ms": (
@@ -159,6 +164,7 @@ def _validate(s: Settings) -> None:
     )
     need(1 <= s.max_message_chars <= s.max_frame_bytes, "JUSTCHAT_MAX_MESSAGE_CHARS out of range")
     need(s.send_queue_frames >= 8, "JUSTCHAT_SEND_QUEUE_FRAMES must be at least 8")
+    need(s.send_buffer_bytes >= 65_536, "JUSTCHAT_SEND_BUFFER_BYTES must be at least 64 KiB")
     need(s.recent_window >= 0, "JUSTCHAT_RECENT_WINDOW must not be negative")
     need(s.typing_interval_ms >= 1, "JUSTCHAT_TYPING_INTERVAL_MS must be positive")
     need(s.members_interval_ms >= 0, "JUSTCHAT_MEMBERS_INTERVAL_MS must not be negative")

@@ -52,6 +52,7 @@ def test_every_variable_is_read() -> None:
         "JUSTCHAT_MAX_FRAME_BYTES": "4096",
         "JUSTCHAT_MAX_MESSAGE_CHARS": "1000",
         "JUSTCHAT_SEND_QUEUE_FRAMES": "64",
+        "JUSTCHAT_SEND_BUFFER_BYTES": "131072",
         "JUSTCHAT_RECENT_WINDOW": "0",
         "JUSTCHAT_TYPING_INTERVAL_MS": "500",
         "JUSTCHAT_MEMBERS_INTERVAL_MS": "0",
@@ -84,6 +85,7 @@ def test_every_variable_is_read() -> None:
         max_frame_bytes=4096,
         max_message_chars=1000,
         send_queue_frames=64,
+        send_buffer_bytes=131072,
         recent_window=0,
         typing_interval_ms=500,
         members_interval_ms=0,
@@ -163,6 +165,10 @@ def test_settings_are_frozen() -> None:
             "JUSTCHAT_MAX_MESSAGE_CHARS out of range",
         ),
         ({"JUSTCHAT_SEND_QUEUE_FRAMES": "7"}, "JUSTCHAT_SEND_QUEUE_FRAMES must be at least 8"),
+        (
+            {"JUSTCHAT_SEND_BUFFER_BYTES": "65535"},
+            "JUSTCHAT_SEND_BUFFER_BYTES must be at least 64 KiB",
+        ),
         ({"JUSTCHAT_RECENT_WINDOW": "-1"}, "JUSTCHAT_RECENT_WINDOW must not be negative"),
         ({"JUSTCHAT_TYPING_INTERVAL_MS": "0"}, "JUSTCHAT_TYPING_INTERVAL_MS must be positive"),
         (
@@ -220,6 +226,7 @@ def test_boundaries_are_accepted() -> None:
         JUSTCHAT_MAX_FRAME_BYTES="1024",
         JUSTCHAT_MAX_MESSAGE_CHARS="1024",
         JUSTCHAT_SEND_QUEUE_FRAMES="8",
+        JUSTCHAT_SEND_BUFFER_BYTES="65536",
         JUSTCHAT_PORT="65535",
     )
     assert (
@@ -229,8 +236,9 @@ def test_boundaries_are_accepted() -> None:
         s.max_frame_bytes,
         s.max_message_chars,
         s.send_queue_frames,
+        s.send_buffer_bytes,
         s.port,
-    ) == (1024, 1000, 300, 1024, 1024, 8, 65535)
+    ) == (1024, 1000, 300, 1024, 1024, 8, 65536, 65535)
 
 
 def test_generated_secrets_are_long_and_distinct() -> None:
