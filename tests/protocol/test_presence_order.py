@@ -167,3 +167,29 @@ async def test_a_kick_inside_a_window_follows_its_list(proto, channel_id: int) -
         assert any(isinstance(f, wire.KickFrame) for f in frames)
         assert sorted(check_order(frames, channel_id)) == sorted(expected)
         assert target.user.username not in last_list(frames, channel_id)
+
+
+async def test_a_joiners_first_message_comes_after_its_join(proto, channel_id: int) -> None:
+    """A held join must not be overtaken by the joiner's own first message (which does not go
+    through presence-service): every member sees the join, then the message."""
+    watcher = await proto.connect(0)
+    await proto.joined(watcher, channel_id)
+    await settled(proto, watcher)
+    for client in [await proto.connect() for _ in range(5)]:  # spend the quiet channel's credit
+        await client.join(channel_id)
+    talker = await proto.connect(1)
+    await talker.join(channel_id)
+    await talker.send(channel_id, "hello at once")  # the gateway handles it right after the join
+
+    def said(frames: list[Any]) -> bool:
+        return any(isinstance(f, wire.ChatSendFrame) for f in frames)
+
+    for client in (watcher, talker):
+        frames = await watch(proto, client, said)
+        order = [
+            type(f).__name__
+            for f in frames
+            if isinstance(f, wire.ChatSendFrame)
+            or (isinstance(f, wire.JoinFrame) and f.payload.user == talker.user)
+        ]
+        assert order == ["JoinFrame", "ChatSendFrame"], frames

@@ -32,6 +32,7 @@ from justchat.settings import Settings
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S: Final = 10.0
+ANNOUNCE_SLACK_S: Final = 1.0
 REPLAY_READ_TIMEOUT_S: Final = 10.0  # a resuming client must read something this often
 
 MODERATORS: Final = frozenset({"admin", "moderator"})
@@ -187,6 +188,7 @@ class Gateway:
                 await self._leave(conn, channel_id)
             case wire.ChannelIn(channel_id=channel_id) if frame.type == "chat_typing":
                 await self._check_member(session, channel_id)
+                await self._announced(conn, channel_id)
                 await self.commands.typing(
                     session.username,
                     events.PresenceTyping(channel_id=channel_id, user=session.user),
@@ -195,6 +197,7 @@ class Gateway:
                 await self._check_member(session, channel_id)
                 if len(content) > self.settings.max_message_chars:
                     raise ProtocolError(wire.ERR_TOO_LONG)
+                await self._announced(conn, channel_id)
                 await self.commands.send(
                     session.username,
                     events.SendCmd(
@@ -208,6 +211,7 @@ class Gateway:
                 )
             case wire.ReactIn(channel_id=channel_id, message_id=message_id, emote=emote):
                 await self._check_member(session, channel_id)  # muted users may react
+                await self._announced(conn, channel_id)
                 try:
                     message_id = str(uuid.UUID(message_id))
                 except ValueError as exc:
@@ -226,6 +230,7 @@ class Gateway:
                 await self._check_member(session, channel_id := order.channel_id)
                 if session.role not in MODERATORS:
                     raise ProtocolError(wire.ERR_NO_PERMISSION)
+                await self._announced(conn, channel_id)
                 await self.commands.chat(
                     events.ModerateCmd(
                         action=frame.type.removeprefix("chat_"),
@@ -256,6 +261,12 @@ class Gateway:
         if not await self.commands.channel_exists(channel_id):
             raise ProtocolError(wire.ERR_NO_CHANNEL)
         raise ProtocolError(wire.ERR_NOT_MEMBER)
+
+    async def _announced(self, conn: Connection, channel_id: int) -> None:
+        """Just joined: wait until the channel has been told (see ``gateway.announcements``)."""
+        # presence-service sends a held join within an interval, or two if its replica died.
+        bound_s = 2 * self.settings.members_interval_ms / 1000 + ANNOUNCE_SLACK_S
+        await self.hub.announcements.wait(channel_id, conn.conn_id, bound_s)
 
     async def _join(self, conn: Connection, channel_id: int, since_seq: int | None) -> None:
         session = conn.session
@@ -293,9 +304,16 @@ class Gateway:
         session.mark_joined(channel_id)
         if conn.closing is not None:
             return
-        await self.commands.presence(
-            events.PresenceJoin(channel_id=channel_id, origin=self._origin(conn), user=session.user)
-        )
+        self.hub.announcements.expect(channel_id, conn.conn_id, session.user)
+        try:
+            await self.commands.presence(
+                events.PresenceJoin(
+                    channel_id=channel_id, origin=self._origin(conn), user=session.user
+                )
+            )
+        except BaseException:
+            self.hub.announcements.forget(channel_id, conn.conn_id)
+            raise
 
     async def _leave(self, conn: Connection, channel_id: int) -> None:
         await self._forget(conn, channel_id)

@@ -18,6 +18,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.announcements import Announcements
 from gateway.connection import Connection
 from gateway.frames import text_frame
 from gateway.protocol import corked
@@ -42,6 +43,7 @@ class Hub:
         self.members: dict[int, dict[str, Connection]] = {}
         self.connections: dict[str, Connection] = {}
         self.replies: dict[str, asyncio.Future[Direct]] = {}
+        self.announcements = Announcements()
         self._confirmations: dict[str, collections.deque[asyncio.Future[None]]] = {}
         # Per channel: a lock and how many tasks use it, so the entry goes when they are done
         # (a gateway sees channels come and go for as long as it runs).
@@ -82,6 +84,7 @@ class Hub:
 
     async def remove_member(self, channel_id: int, conn: Connection) -> None:
         async with self._channel_lock(channel_id):
+            self.announcements.forget(channel_id, conn.conn_id)
             local = self.members.get(channel_id)
             if local is None or local.pop(conn.conn_id, None) is None or local:
                 return
@@ -212,6 +215,8 @@ class Hub:
         for member in list(local.values()):
             member.deliver(channel_id, event.seq, frame)
         self.frames_out.inc(len(local))
+        if event.seq == 0 and self.announcements.watching(channel_id):
+            self.announcements.seen(event.frame)
         if event.remove is not None:
             targets = [c for c in local.values() if c.session.username == event.remove]
             for conn in targets:
@@ -228,3 +233,6 @@ class Hub:
         member = self.connections.get(event.conn)
         if member is not None:
             member.send_frames(event.frames)
+            if self.announcements:  # a join announced to the joiner alone (it had another tab)
+                for frame in event.frames:
+                    self.announcements.seen(frame, event.conn)
