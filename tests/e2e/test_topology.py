@@ -288,8 +288,8 @@ async def test_resume_replays_exactly_what_was_missed(connect, channel_id: int) 
     await b.close()
     for i in range(4):
         await a.send(channel_id, f"missed {i}")
-    for _ in range(4):
-        await a.expect("chat_send")
+    for i in range(4):  # each stored (a's echoes of "before" are still unread)
+        await a.expect("chat_send", where=lambda f, i=i: f.payload.content == f"missed {i}")
     again = await connect(0)
     await again.join(channel_id, since_seq=seen)
     replay = [await again.recv() for _ in range(4)]

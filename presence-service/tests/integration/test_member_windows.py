@@ -176,16 +176,19 @@ async def test_a_reload_inside_a_window_gets_a_list_of_its_own(
     await handler.close()
     lists = check_order(topic.frames)
     held = topic.frames[2 * BURST :]
+    # Lists are ordered by join time, then name: d and b may join within one millisecond.
     assert [
-        (kind, names(p) if kind == "channel_members" else p["user"]["username"]) for kind, p in held
+        (kind, set(names(p)) if kind == "channel_members" else p["user"]["username"])
+        for kind, p in held
     ] == [
-        ("channel_members", ["a", "c", "d"]),
+        ("channel_members", {"a", "c", "d"}),
         ("channel_leave", "b"),
         ("channel_join", "d"),
-        ("channel_members", ["a", "c", "d", "b"]),
+        ("channel_members", {"a", "c", "d", "b"}),
         ("channel_join", "b"),
     ]
-    assert lists[-1] == ["a", "c", "d", "b"]
+    assert lists[-1][:2] == ["a", "c"]
+    assert lists[-1][2:] in (["d", "b"], ["b", "d"])
 
 
 async def test_a_window_outlives_the_replica_that_held_it(
