@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from justchat import logs
+from justchat.aio import cancel_and_wait
 from justchat.errors import ConfigError
 from justchat.metrics import Registry
 from justchat.settings import Settings, from_env
@@ -54,9 +55,7 @@ async def background(**coroutines: Coroutine[Any, Any, None]) -> AsyncIterator[N
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
 
 def ops_routes(registry: Registry, check: HealthCheck) -> list[Route]:

@@ -31,6 +31,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from justchat import events
+from justchat.aio import cancel_and_wait
 from justchat.leases import PartitionLeases
 from justchat.metrics import Metric, Registry
 
@@ -316,12 +317,15 @@ class PartitionedConsumer(Generic[C]):
         registry.on_collect(lambda: owned.set(len(self.leases.owned)))
 
     async def run(self) -> None:
+        tasks = [asyncio.create_task(self.leases.run(), name=f"{self.name}-leases")]
+        tasks += [
+            asyncio.create_task(lane.run(), name=f"{self.name}-lane-{i}")
+            for i, lane in enumerate(self.lanes)
+        ]
         try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.leases.run(), name=f"{self.name}-leases")
-                for i, lane in enumerate(self.lanes):
-                    tasks.create_task(lane.run(), name=f"{self.name}-lane-{i}")
+            await asyncio.gather(*tasks)  # they run until cancelled; a crash ends them all
         finally:
+            await cancel_and_wait(tasks)
             await self.leases.release_all()
 
     async def _start(self, partition: int) -> None:
