@@ -75,7 +75,7 @@ async def stack(
     redis_prefix: str,
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
-    running = Stack(
+    async with Stack(
         stack_config(
             tmp_path_factory.mktemp("stack"),
             redis_url=redis_url,
@@ -83,12 +83,8 @@ async def stack(
             redis_prefix=redis_prefix,
             jwt_secret=jwt_secret,
         )
-    )
-    try:
-        await running.start()
+    ) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture

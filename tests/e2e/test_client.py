@@ -229,7 +229,7 @@ async def client_stack(
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
     """A stack of its own: its gateways get killed."""
-    stack = Stack(
+    async with Stack(
         make_stack_config(
             tmp_path_factory.mktemp("client-stack"),
             redis_url=redis_url,
@@ -237,12 +237,8 @@ async def client_stack(
             redis_prefix=f"{redis_prefix}c{uuid.uuid4().hex[:8]}:",
             jwt_secret=jwt_secret,
         )
-    )
-    try:
-        await stack.start()
+    ) as stack:
         yield stack
-    finally:
-        await stack.stop()
 
 
 async def healthy(stack: Stack, name: str, timeout_s: float = 60) -> None:

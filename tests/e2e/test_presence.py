@@ -39,7 +39,7 @@ async def presence_stack(
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
     prefix = f"{redis_prefix}p{uuid.uuid4().hex[:8]}:"  # under the session's, which cleans up
-    stack = Stack(
+    async with Stack(
         make_stack_config(
             tmp_path_factory.mktemp("presence-stack"),
             redis_url=redis_url,
@@ -53,12 +53,8 @@ async def presence_stack(
                 "JUSTCHAT_TYPING_INTERVAL_MS": str(int(TYPING_INTERVAL_S * 1000)),
             },
         )
-    )
-    try:
-        await stack.start()
+    ) as stack:
         yield stack
-    finally:
-        await stack.stop()
 
 
 @pytest.fixture

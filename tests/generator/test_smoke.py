@@ -28,7 +28,7 @@ async def bench_stack(
     redis_prefix: str,
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
-    stack = Stack(
+    async with Stack(
         make_stack_config(
             tmp_path_factory.mktemp("bench-stack"),
             redis_url=redis_url,
@@ -37,12 +37,8 @@ async def bench_stack(
             jwt_secret=jwt_secret,
             env=LIFTED_RATE,
         )
-    )
-    try:
-        await stack.start()
+    ) as stack:
         yield stack
-    finally:
-        await stack.stop()
 
 
 async def run(stack: Stack, tmp_path: Path, scenario: str, *argv: str) -> dict[str, Any]:

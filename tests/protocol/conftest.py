@@ -292,7 +292,7 @@ async def stack(
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
     """Two gateways and one of each service, at the default settings."""
-    running = Stack(
+    async with Stack(
         make_stack_config(
             tmp_path_factory.mktemp("protocol-stack"),
             redis_url=redis_url,
@@ -300,12 +300,8 @@ async def stack(
             redis_prefix=redis_prefix,
             jwt_secret=jwt_secret,
         )
-    )
-    try:
-        await running.start()
+    ) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ async def doomed_stack(
     jwt_secret: str,
 ) -> AsyncIterator[Stack]:
     """A stack of this module's own: one of its gateways gets killed."""
-    stack = Stack(
+    async with Stack(
         make_stack_config(
             tmp_path_factory.mktemp("doomed-stack"),
             redis_url=redis_url,
@@ -124,12 +124,8 @@ async def doomed_stack(
             redis_prefix=f"{redis_prefix}d{uuid.uuid4().hex[:8]}:",
             jwt_secret=jwt_secret,
         )
-    )
-    try:
-        await stack.start()
+    ) as stack:
         yield stack
-    finally:
-        await stack.stop()
 
 
 @pytest.mark.slow

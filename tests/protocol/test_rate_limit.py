@@ -44,12 +44,8 @@ async def rate_stack(
     )
     # The defaults, not the session's raised limits.
     env = {k: v for k, v in config.env.items() if k not in RATE_VARS}
-    stack = Stack(dataclasses.replace(config, env=env))
-    try:
-        await stack.start()
+    async with Stack(dataclasses.replace(config, env=env)) as stack:
         yield stack
-    finally:
-        await stack.stop()
 
 
 @pytest.fixture

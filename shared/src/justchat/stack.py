@@ -150,6 +150,19 @@ class Stack:
             f"ws://{self.config.host}:{s.port}/ws" for s in self.services if s.module == "gateway"
         ]
 
+    async def __aenter__(self) -> Stack:
+        """``async with Stack(config) as stack``: started, and stopped however the block ends
+        (a start that fails half-way stops what it started)."""
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def start(self) -> None:
         cfg = self.config
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
