@@ -47,15 +47,6 @@ class Recorder:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 def prefix(redis_prefix: str) -> str:
     return f"{redis_prefix}pw{uuid.uuid4().hex[:8]}:"
 

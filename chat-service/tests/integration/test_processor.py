@@ -34,15 +34,6 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 def keys(redis_prefix: str) -> Keys:
     return Keys(f"{redis_prefix}proc{uuid.uuid4().hex[:8]}:")
 
