@@ -31,6 +31,7 @@ from typing import Final, TypeVar
 import redis.asyncio as aioredis
 
 from justchat import events, wire
+from justchat.aio import cancel_and_wait
 from justchat.events import (
     AnyPresenceCmd,
     Direct,
@@ -107,10 +108,7 @@ class PresenceHandler:
 
     async def close(self) -> None:
         """Stop the local timers; their windows stay in Redis for whichever replica runs next."""
-        timers = list(self._timers.values())
-        for task in timers:
-            task.cancel()
-        await asyncio.gather(*timers, return_exceptions=True)
+        await cancel_and_wait(list(self._timers.values()))
 
     async def join(self, cmd: PresenceJoin) -> None:
         joined = wire.fresh_frame(
