@@ -31,8 +31,6 @@ MIN_WAIT_S: Final = 0.1
 # Each wait holds a pooled Redis connection for up to the wait: bound them, so that a stalled
 # chat-service cannot take every connection the rest of the dashboard needs.
 MAX_WAITING: Final = 16
-# The gateway's cap for the same streams: a safety net, consumers keep them near empty.
-STREAM_MAXLEN: Final = 1_000_000
 LIFT: Final = {"mute": "unmute", "ban": "unban"}
 
 
@@ -148,7 +146,7 @@ class Moderator:
             await self.redis.xadd(
                 stream,
                 {"c": events.encode(msgspec.structs.replace(command, request_id=request_id))},
-                maxlen=STREAM_MAXLEN,
+                maxlen=events.COMMAND_STREAM_MAXLEN,
                 approximate=True,
             )
             # BLPOP's timeout 0 would mean forever: wait at least a moment.

@@ -18,7 +18,6 @@ from justchat.errors import ProtocolError
 from justchat.keys import Keys, partition_of, partition_of_user
 from justchat.settings import Settings
 
-STREAM_MAXLEN: Final = 1_000_000  # a safety cap: consumers normally keep streams near empty
 GUEST_WAIT_S: Final = 5.0
 
 # Mute check, then (rate > 0) the user's token bucket, then XADD; Redis's clock, so gateways
@@ -120,7 +119,7 @@ class CommandWriter:
                 s.send_rate_per_s if rate_limited else 0,
                 s.send_burst,
                 username,
-                STREAM_MAXLEN,
+                events.COMMAND_STREAM_MAXLEN,
                 events.encode(command),
             ],
         )
@@ -131,5 +130,12 @@ class CommandWriter:
 
     async def _xadd(self, stream: str, command: Struct) -> None:
         await self.batcher.call(
-            "XADD", stream, "MAXLEN", "~", STREAM_MAXLEN, "*", "c", events.encode(command)
+            "XADD",
+            stream,
+            "MAXLEN",
+            "~",
+            events.COMMAND_STREAM_MAXLEN,
+            "*",
+            "c",
+            events.encode(command),
         )

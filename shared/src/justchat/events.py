@@ -39,6 +39,11 @@ class Origin(Struct, frozen=True, kw_only=True, array_like=True):
 # -- chat-service commands (stream cmd:{p}) --------------------------------------------------
 
 
+# Every writer of the command streams (gateways, the dashboard) caps them at this length: a
+# safety net only, consumers keep the streams near empty.
+COMMAND_STREAM_MAXLEN: Final = 1_000_000
+
+
 class Command(Struct, frozen=True, kw_only=True, tag_field="k"):
     pass
 
